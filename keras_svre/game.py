@@ -1,0 +1,658 @@
+"""The generic two-player (n-player) game and its train step."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_svre.optimizers import SVRE, Extragradient
+
+UPDATE_POINTS = ("extrapolated", "opponent_extrapolated")
+
+
+def _batch_size(data):
+    return tf.shape(tf.nest.flatten(data)[0])[0]
+
+
+def _take(data, m):
+    """Minibatch `m` of a step's data stacked as [B, k, ...]."""
+    return tf.nest.map_structure(lambda x: x[:, m], data)
+
+
+def _swap_minibatch_axis(*element):
+    """[k, B, ...] -> [B, k, ...] for k consecutive minibatches (see `Game.fit`).
+
+    With the minibatch index second, a distribution strategy splits the batch
+    axis across replicas and every replica holds its share of each of the k
+    minibatches, as a single device would.
+    """
+    element = element[0] if len(element) == 1 else element
+
+    def swap(x):
+        perm = [1, 0] + list(range(2, x.shape.rank))
+        return tf.transpose(x, perm)
+
+    return tf.nest.map_structure(swap, element)
+
+
+class Game(keras.Model):
+    """A differentiable game whose players are trained with `fit`.
+
+    A game has players, each owning some trainable variables and minimising
+    its own loss. Subclasses say who the players are and what their losses
+    are on a minibatch; the train step is this class's and serves every method:
+
+    - a plain Keras optimizer (`SGD`, `Adam`, ...): simultaneous gradient
+      steps (SGDA), one minibatch per iteration;
+    - `keras_svre.Extragradient`: stochastic extragradient (SE, SE-A), two
+      minibatches per iteration (i for the extrapolation, j for the update);
+    - `keras_svre.SVRE`: SVRE; on each minibatch the game's field is
+      evaluated at the current (or extrapolated) point and at the snapshot,
+      on the same data, and the update uses `g - g_snapshot + mu`. A
+      snapshot pass over the whole finite-sum dataset sets `mu`, before
+      training and then after each iteration with probability
+      `restart_probability` (default `1/n`).
+
+    Both players' gradients at one point come from one forward pass of the
+    game (one persistent tape). The other points (snapshot, extrapolated)
+    are evaluated statelessly through `keras.StatelessScope`, so no copy of
+    any network is made.
+
+    Non-trainable state (BatchNorm moving statistics, spectral-norm power
+    iterates, random-seed state): only the evaluation at the current point on
+    minibatch i updates it. The snapshot, extrapolated-point and
+    snapshot-pass evaluations run in training mode (the same function as the
+    current-point one) but their state updates are discarded. The snapshot
+    evaluation on a minibatch runs before the current-point one, so both see
+    the same random state (the same dropout masks, for instance).
+
+    Subclasses implement:
+
+    - `players()`: an ordered dict `name -> list of trainable variables`;
+    - `compute_player_losses(data, training)`: a dict `name -> scalar loss`
+      on one minibatch, each a mean over the minibatch's examples (the
+      snapshot pass weighs batches by their size), all from ONE forward
+      pass.
+
+    Args:
+        seed: Seed of the snapshot-restart draws. `None` draws one.
+        **kwargs: Passed to `keras.Model`.
+    """
+
+    def __init__(self, *, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        self.seed = int(seed)
+        # Counter of the restart draws, saved with the model, so that a resumed
+        # run draws what an uninterrupted one would have.
+        self.restart_draws = self.add_weight(
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
+            name="restart_draws",
+        )
+        self._groups = None
+
+    # ------------------------------------------------------------------ #
+    # What a game declares.
+    # ------------------------------------------------------------------ #
+    def players(self) -> dict[str, list]:
+        """Ordered mapping `player name -> trainable variables it owns`."""
+        raise NotImplementedError("A Game subclass must implement `players()`.")
+
+    def compute_player_losses(self, data, training: bool = True) -> dict:
+        """Each player's loss on one minibatch, from one forward pass."""
+        raise NotImplementedError(
+            "A Game subclass must implement `compute_player_losses(data, training)`."
+        )
+
+    # ------------------------------------------------------------------ #
+    # Compile.
+    # ------------------------------------------------------------------ #
+    def compile(
+        self,
+        optimizer=None,
+        *,
+        update_point: str = "extrapolated",
+        one_minibatch: bool = False,
+        jit_compile="auto",
+        steps_per_execution: int = 1,
+        **player_optimizers,
+    ):
+        """Chooses the method (through the optimizers) and the step options.
+
+        Args:
+            optimizer: One optimizer for all players. Or give one per player
+                as `<player>_optimizer=...` (e.g. `generator_optimizer`).
+                All optimizers must be of the same family (plain Keras,
+                `Extragradient` or `SVRE`).
+            update_point: Where the update gradient is evaluated.
+                `"extrapolated"` (Algorithm 1 of the paper): every player at
+                the joint extrapolated point. `"opponent_extrapolated"` (the
+                authors' reference code): each player at its own current
+                weights against the others' extrapolated weights (one more
+                forward pass per extra player).
+            one_minibatch: Extragradient methods only: use one minibatch for
+                both the extrapolation and the update, so an SVRE iteration
+                needs F(snapshot) once (3 evaluations instead of 4).
+            jit_compile: Passed to `keras.Model.compile`.
+            steps_per_execution: Passed to `keras.Model.compile`. Snapshot
+                restarts are drawn between executions (one Bernoulli draw per
+                iteration, so the rate is unchanged).
+            **player_optimizers: `<player>_optimizer` arguments.
+        """
+        names = list(self.players())
+        if update_point not in UPDATE_POINTS:
+            raise ValueError(
+                f"Argument `update_point` must be one of {UPDATE_POINTS}. "
+                f"Received: update_point={update_point!r}."
+            )
+        unknown = set(player_optimizers) - {f"{n}_optimizer" for n in names}
+        if unknown:
+            raise ValueError(
+                f"Unknown compile arguments {sorted(unknown)}. This game's players "
+                f"are {names}: pass `optimizer=` or "
+                f"{', '.join(f'`{n}_optimizer=`' for n in names)}."
+            )
+        if optimizer is not None and player_optimizers:
+            raise ValueError(
+                "Pass either `optimizer` (one for all players) or one "
+                "`<player>_optimizer` per player, not both."
+            )
+        if optimizer is None and not player_optimizers:
+            raise ValueError(
+                "No optimizer given: pass `optimizer=keras_svre.SVRE(...)` or "
+                f"one per player ({', '.join(f'{n}_optimizer' for n in names)})."
+            )
+        if player_optimizers and len(player_optimizers) != len(names):
+            missing = [n for n in names if f"{n}_optimizer" not in player_optimizers]
+            raise ValueError(f"No optimizer given for player(s) {missing}.")
+
+        if optimizer is not None:
+            optimizer = keras.optimizers.get(optimizer)
+            groups = [(optimizer, names)]
+        else:
+            groups = [
+                (keras.optimizers.get(player_optimizers[f"{n}_optimizer"]), [n])
+                for n in names
+            ]
+        optimizers = [opt for opt, _ in groups]
+        if len({id(o) for o in optimizers}) != len(optimizers):
+            raise ValueError(
+                "The same optimizer instance was given for several players: "
+                "pass `optimizer=` once for all players, or a separate instance "
+                "per player."
+            )
+        families = {self._family(o) for o in optimizers}
+        if len(families) > 1:
+            raise ValueError(
+                "All players must use the same family of method (plain Keras, "
+                f"`Extragradient` or `SVRE`). Received: {sorted(families)}."
+            )
+        self.method_family = families.pop()
+        if one_minibatch and self.method_family == "simultaneous":
+            raise ValueError(
+                "`one_minibatch=True` only applies to extragradient methods "
+                "(Extragradient, SVRE)."
+            )
+
+        super().compile(
+            optimizer=optimizers[0],
+            jit_compile=jit_compile,
+            steps_per_execution=steps_per_execution,
+        )
+        self._game_optimizers = optimizers
+        self.update_point = update_point
+        self.one_minibatch = bool(one_minibatch)
+
+        player_vars = self.players()
+        self._player_names = names
+        self._game_variables = [v for n in names for v in player_vars[n]]
+        if not self._game_variables:
+            raise ValueError(
+                "The game's players own no variables: build the networks "
+                "before compiling (e.g. call them once on a batch)."
+            )
+        offsets, start = {}, 0
+        for n in names:
+            offsets[n] = (start, start + len(player_vars[n]))
+            start += len(player_vars[n])
+        self._player_ranges = offsets
+        self._groups = []
+        for opt, members in groups:
+            indices = [i for n in members for i in range(*offsets[n])]
+            # Built here, not lazily at the first apply: the train step reads
+            # the slots (snapshot, mean gradient) before any update.
+            opt.build([self._game_variables[i] for i in indices])
+            self._groups.append((opt, indices))
+        self._loss_trackers = {
+            n: keras.metrics.Mean(name=f"{n}_loss") for n in names
+        }
+        self._compile_args = {
+            "update_point": update_point,
+            "one_minibatch": self.one_minibatch,
+            "jit_compile": jit_compile,
+            "steps_per_execution": steps_per_execution,
+        }
+        if optimizer is not None:
+            self._compile_optimizers = {"optimizer": optimizer}
+        else:
+            self._compile_optimizers = {
+                f"{n}_optimizer": opt for (opt, (n,)) in groups
+            }
+        self.built = True
+
+    @staticmethod
+    def _family(optimizer):
+        if isinstance(optimizer, SVRE):
+            return "svre"
+        if isinstance(optimizer, Extragradient):
+            return "extragradient"
+        return "simultaneous"
+
+    def get_compile_config(self):
+        if not self.compiled:
+            return {}
+        config = dict(self._compile_args)
+        for key, opt in self._compile_optimizers.items():
+            config[key] = keras.optimizers.serialize(opt)
+        return config
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        for key in list(config):
+            if key == "optimizer" or key.endswith("_optimizer"):
+                config[key] = keras.optimizers.deserialize(config[key])
+        self.compile(**config)
+
+    @property
+    def metrics(self):
+        trackers = getattr(self, "_loss_trackers", None) or {}
+        return list(trackers.values())
+
+    @property
+    def game_optimizers(self) -> list:
+        """The compiled optimizers, one per group of players."""
+        return list(self._game_optimizers)
+
+    @property
+    def minibatches_per_iteration(self) -> int:
+        """How many dataset batches one train step consumes."""
+        if self.method_family == "simultaneous" or self.one_minibatch:
+            return 1
+        return 2
+
+    # ------------------------------------------------------------------ #
+    # Evaluating the game's vector field.
+    # ------------------------------------------------------------------ #
+    def _current_point(self):
+        return [tf.convert_to_tensor(v) for v in self._game_variables]
+
+    def _field(self, data, point, commit_state=False, players=None):
+        """Each player's gradient of its own loss, at `point`, on `data`.
+
+        One forward pass computes every player's loss; one persistent tape
+        gives every player's gradient.
+
+        Args:
+            data: One minibatch.
+            point: Values for `self._game_variables` (tensors).
+            commit_state: Whether to write the non-trainable state the forward
+                pass produced (only the current-point evaluation does).
+            players: The players whose gradients are wanted (default: all);
+                the others' entries are `None`.
+
+        Returns:
+            `(gradients, losses)`: a list aligned with `self._game_variables`
+            and the dict of player losses.
+        """
+        players = self._player_names if players is None else players
+        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+            tape.watch(point)
+            mapping = list(zip(self._game_variables, point))
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                losses = self.compute_player_losses(data, training=True)
+        gradients = [None] * len(point)
+        for name in players:
+            lo, hi = self._player_ranges[name]
+            grads = tape.gradient(
+                losses[name],
+                point[lo:hi],
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+            gradients[lo:hi] = grads
+        del tape
+        if commit_state:
+            for variable in self.non_trainable_variables:
+                value = scope.get_current_value(variable)
+                if value is not None:
+                    variable.assign(value)
+        return gradients, losses
+
+    def _all_reduce_mean(self, gradients):
+        """Global-batch gradients under a distribution strategy (no-op otherwise)."""
+        context = tf.distribute.get_replica_context()
+        strategy = tf.distribute.get_strategy()
+        if context is None or strategy.num_replicas_in_sync == 1:
+            return gradients
+        return context.all_reduce(tf.distribute.ReduceOp.MEAN, gradients)
+
+    def _gradients_at(self, data, point, commit_state=False, players=None):
+        gradients, losses = self._field(data, point, commit_state, players)
+        present = [i for i, g in enumerate(gradients) if g is not None]
+        reduced = self._all_reduce_mean([gradients[i] for i in present])
+        for i, g in zip(present, reduced):
+            gradients[i] = g
+        return gradients, losses
+
+    def _snapshot_point(self):
+        point = [None] * len(self._game_variables)
+        for opt, indices in self._groups:
+            values = opt.snapshot_values([self._game_variables[i] for i in indices])
+            for i, value in zip(indices, values):
+                point[i] = value
+        return point
+
+    def _variance_reduced(self, gradients, snapshot_gradients):
+        directions = [None] * len(gradients)
+        for opt, indices in self._groups:
+            variables = [self._game_variables[i] for i in indices]
+            values = opt.variance_reduced_gradient(
+                [gradients[i] for i in indices],
+                [snapshot_gradients[i] for i in indices],
+                variables,
+            )
+            for i, value in zip(indices, values):
+                directions[i] = value
+        return directions
+
+    def _extrapolate(self, directions):
+        point = [None] * len(directions)
+        for opt, indices in self._groups:
+            variables = [self._game_variables[i] for i in indices]
+            values = opt.extrapolate([directions[i] for i in indices], variables)
+            for i, value in zip(indices, values):
+                point[i] = value
+        return point
+
+    def _apply(self, directions):
+        # Keras sums the gradients given to `apply` over replicas; ours are
+        # already the global mean, so each replica passes its share.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        for opt, indices in self._groups:
+            variables = [self._game_variables[i] for i in indices]
+            grads = [directions[i] for i in indices]
+            if replicas > 1:
+                grads = [g / replicas for g in grads]
+            if isinstance(opt, Extragradient):
+                with opt.game_step():
+                    opt.apply(grads, variables)
+            else:
+                opt.apply(grads, variables)
+
+    def _update_field(self, data, half_point):
+        """The update's field: at the joint extrapolated point, or per player."""
+        if self.update_point == "extrapolated":
+            return self._gradients_at(data, half_point)[0]
+        current = self._current_point()
+        gradients = [None] * len(current)
+        for name in self._player_names:
+            lo, hi = self._player_ranges[name]
+            point = list(half_point)
+            point[lo:hi] = current[lo:hi]
+            grads, _ = self._gradients_at(data, point, players=[name])
+            gradients[lo:hi] = grads[lo:hi]
+        return gradients
+
+    # ------------------------------------------------------------------ #
+    # The train step.
+    # ------------------------------------------------------------------ #
+    def train_step(self, data):
+        if self._groups is None:
+            raise RuntimeError("Compile the game before training it.")
+        k = self.minibatches_per_iteration
+        first = _take(data, 0) if k > 1 else data
+        second = _take(data, 1) if k > 1 else data
+
+        if self.method_family == "svre":
+            snapshot = self._snapshot_point()
+            g_snap, _ = self._gradients_at(first, snapshot)
+            g, losses = self._gradients_at(first, self._current_point(), True)
+            half = self._extrapolate(self._variance_reduced(g, g_snap))
+            if not self.one_minibatch:
+                g_snap, _ = self._gradients_at(second, snapshot)
+            g_half = self._update_field(second, half)
+            self._apply(self._variance_reduced(g_half, g_snap))
+        elif self.method_family == "extragradient":
+            g, losses = self._gradients_at(first, self._current_point(), True)
+            half = self._extrapolate(g)
+            self._apply(self._update_field(second, half))
+        else:
+            g, losses = self._gradients_at(first, self._current_point(), True)
+            self._apply(g)
+
+        for name, tracker in self._loss_trackers.items():
+            tracker.update_state(losses[name])
+        return {m.name: m.result() for m in self.metrics}
+
+    # ------------------------------------------------------------------ #
+    # Snapshots.
+    # ------------------------------------------------------------------ #
+    @property
+    def svre_optimizers(self) -> list:
+        return [opt for opt, _ in self._groups or [] if isinstance(opt, SVRE)]
+
+    def _group_variables(self, indices):
+        return [self._game_variables[i] for i in indices]
+
+    def draw_uniform(self) -> float:
+        """The next restart draw: a uniform number from (seed, draw counter)."""
+        counter = int(self.restart_draws.numpy())
+        self.restart_draws.assign(counter + 1)
+        return float(np.random.default_rng([self.seed, counter]).random())
+
+    def take_snapshot(self, snapshot_data, restart: bool = True):
+        """Takes a snapshot and computes its mean gradient over `snapshot_data`.
+
+        With restarts from the average configured, the iterate first restarts
+        from the uniform average of the iterates with probability
+        `average_restart_probability` (drawn once for all players).
+
+        Args:
+            snapshot_data: The finite-sum dataset (a finite `tf.data.Dataset`
+                of minibatches, each example exactly once).
+            restart: Whether a restart from the average may be drawn.
+        """
+        if not self.svre_optimizers:
+            raise ValueError("Only games compiled with SVRE take snapshots.")
+        first = int(self.svre_optimizers[0].snapshots_taken.numpy()) == 0
+        average_q = max(o.average_restart_probability for o in self.svre_optimizers)
+        if average_q > 0:
+            do_restart = restart and not first and self.draw_uniform() < average_q
+            for opt, indices in self._groups:
+                if not opt.keeps_average:
+                    continue
+                variables = self._group_variables(indices)
+                if first:
+                    opt.reset_average(variables)
+                elif do_restart:
+                    opt.restart_from_average(variables)
+        for opt, indices in self._groups:
+            opt.take_snapshot(self._group_variables(indices))
+        mean = self.snapshot_mean_gradient(snapshot_data)
+        for opt, indices in self._groups:
+            opt.set_mean_gradient([mean[i] for i in indices], self._group_variables(indices))
+
+    def snapshot_mean_gradient(self, snapshot_data):
+        """Full-data mean of the game's field at the current point.
+
+        Iterates the whole finite-sum dataset in one `tf.function` (and under
+        a distribution strategy, across all replicas and workers), weighting
+        each batch by its number of examples.
+        """
+        fn = self._snapshot_pass_functions.get(id(snapshot_data))
+        if fn is None:
+            fn = self._make_snapshot_pass(snapshot_data)
+            self._snapshot_pass_functions[id(snapshot_data)] = fn
+        return fn()
+
+    @property
+    def _snapshot_pass_functions(self):
+        cache = self.__dict__.get("_snapshot_pass_cache")
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_snapshot_pass_cache", cache)
+        return cache
+
+    def _make_snapshot_pass(self, snapshot_data):
+        strategy = self.distribute_strategy
+        distributed = strategy.experimental_distribute_dataset(snapshot_data)
+        variables = self._game_variables
+
+        def batch_sums(batch):
+            n = _batch_size(batch)
+            grads, _ = self._field(batch, self._current_point())
+            weight = tf.cast(n, grads[0].dtype)
+            # An empty shard (uneven last batch across replicas) has NaN losses.
+            return [tf.where(n > 0, g * weight, tf.zeros_like(g)) for g in grads], n
+
+        @tf.function
+        def run():
+            # A tuple, not a list: AutoGraph would stack a list of loop tensors.
+            sums = tuple(tf.zeros(v.shape, v.dtype) for v in variables)
+            count = tf.constant(0, tf.int64)
+            for batch in distributed:
+                per_replica_sums, per_replica_n = strategy.run(batch_sums, args=(batch,))
+                batch_total = strategy.reduce("SUM", per_replica_sums, axis=None)
+                n = strategy.reduce("SUM", per_replica_n, axis=None)
+                sums = tuple(s + b for s, b in zip(sums, batch_total))
+                count += tf.cast(n, tf.int64)
+            return [s / tf.cast(count, s.dtype) for s in sums]
+
+        return run
+
+    # ------------------------------------------------------------------ #
+    # Fit.
+    # ------------------------------------------------------------------ #
+    def fit(self, x=None, y=None, *, snapshot_data=None, callbacks=None, **kwargs):
+        """Trains the game with Keras' `fit`.
+
+        Args:
+            x: A `tf.data.Dataset` of minibatches (the finite sum: each
+                element is one minibatch i). Extragradient methods consume two
+                consecutive minibatches per iteration (i for the
+                extrapolation, j for the update), so an epoch has half as many
+                iterations as batches.
+            y: Unused (must be `None`; the game's data is all in `x`).
+            snapshot_data: SVRE only: the finite dataset the snapshot pass
+                iterates (each example once; a larger batch size is fine).
+                Defaults to `x`, which must then be finite.
+            callbacks: Keras callbacks.
+            **kwargs: Passed to `keras.Model.fit` (`epochs`,
+                `steps_per_epoch`, `verbose`, `initial_epoch`, ...).
+
+        Returns:
+            The Keras `History`.
+        """
+        if self._groups is None:
+            raise RuntimeError(
+                "Compile the game before fitting it, e.g. "
+                "`game.compile(optimizer=keras_svre.SVRE(0.01))`."
+            )
+        if not isinstance(x, tf.data.Dataset):
+            raise TypeError(
+                "A Game trains on a `tf.data.Dataset` of minibatches "
+                f"(received {type(x).__name__}). Build one with "
+                "`tf.data.Dataset.from_tensor_slices(...).batch(batch_size)`, or "
+                "use `keras_svre.data.load(...)`."
+            )
+        if y is not None:
+            raise ValueError("`y` is not used by a Game: put all the data in `x`.")
+        callbacks = list(callbacks or [])
+        if self.method_family == "svre":
+            snapshot_data = x if snapshot_data is None else snapshot_data
+            _check_finite(snapshot_data)
+            schedule = SnapshotSchedule(snapshot_data, self._restart_probability(x))
+            callbacks.insert(0, schedule)
+        elif snapshot_data is not None:
+            raise ValueError("`snapshot_data` is only used by SVRE.")
+        k = self.minibatches_per_iteration
+        if k > 1:
+            x = x.batch(k, drop_remainder=True).map(_swap_minibatch_axis)
+        return super().fit(x, callbacks=callbacks, **kwargs)
+
+    def _restart_probability(self, dataset):
+        configured = {o.restart_probability for o in self.svre_optimizers}
+        if configured != {None}:
+            return max(p for p in configured if p is not None)
+        n = int(dataset.cardinality())
+        if n <= 0:
+            raise ValueError(
+                "SVRE's default restart probability is 1/n, n = minibatches per "
+                "pass, but the training dataset's length is unknown or infinite. "
+                "Pass `SVRE(restart_probability=...)` explicitly, or give a "
+                "dataset of known length."
+            )
+        return 1.0 / n
+
+
+def _check_finite(dataset):
+    if not isinstance(dataset, tf.data.Dataset):
+        raise TypeError(
+            "`snapshot_data` must be a finite `tf.data.Dataset` of minibatches. "
+            f"Received: {type(dataset).__name__}."
+        )
+    if int(dataset.cardinality()) == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            "SVRE's snapshot pass needs a finite dataset (each example once), but "
+            "the dataset given is infinite (was `.repeat()` applied?). Pass the "
+            "finite dataset as `snapshot_data=`, or drop the `.repeat()`."
+        )
+
+
+class SnapshotSchedule(keras.callbacks.Callback):
+    """Takes SVRE's snapshots: one before training, then Bernoulli(p) restarts.
+
+    `Game.fit` adds it for SVRE. After each iteration a new snapshot (with
+    its full pass) is taken with probability `p`; the draws come from the
+    game's seed and a counter saved with the model, so they are the same on
+    every replica and worker and a resumed run repeats them.
+
+    Args:
+        snapshot_data: The finite-sum dataset of the snapshot pass.
+        restart_probability: The per-iteration snapshot probability.
+    """
+
+    def __init__(self, snapshot_data, restart_probability: float):
+        super().__init__()
+        self.snapshot_data = snapshot_data
+        self.restart_probability = float(restart_probability)
+        self._last_iteration = None
+        self.snapshots_taken = 0
+
+    def _iterations(self):
+        return int(self.model.game_optimizers[0].iterations.numpy())
+
+    def on_train_begin(self, logs=None):
+        if int(self.model.svre_optimizers[0].snapshots_taken.numpy()) == 0:
+            self.model.take_snapshot(self.snapshot_data)
+            self.snapshots_taken += 1
+        self._last_iteration = self._iterations()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = self._iterations()
+        steps = max(now - self._last_iteration, 0)
+        self._last_iteration = now
+        if steps == 0:
+            return
+        # With steps_per_execution > 1 several iterations ran: any of their
+        # draws succeeding triggers one snapshot now.
+        threshold = 1.0 - math.pow(1.0 - self.restart_probability, steps)
+        if self.model.draw_uniform() < threshold:
+            self.model.take_snapshot(self.snapshot_data)
+            self.snapshots_taken += 1
