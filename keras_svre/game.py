@@ -384,6 +384,15 @@ class Game(keras.Model):
         # Keras sums the gradients given to `apply` over replicas; ours are
         # already the global mean, so each replica passes its share.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        # The updates must not start before every evaluation of the step has
+        # finished reading the variables: automatic control dependencies order
+        # the reads and the writes, not the reads' consumers, and without this
+        # the results varied from run to run (seen on CPU, TF 2.21).
+        with tf.control_dependencies([d for d in directions if d is not None]):
+            directions = [None if d is None else tf.identity(d) for d in directions]
+            self._apply_updates(directions, replicas)
+
+    def _apply_updates(self, directions, replicas):
         for opt, indices in self._groups:
             variables = [self._game_variables[i] for i in indices]
             grads = [directions[i] for i in indices]

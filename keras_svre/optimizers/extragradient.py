@@ -171,9 +171,11 @@ class Extragradient(keras.optimizers.Optimizer):
             momentum,
             velocity,
             count,
-            ops.cast(self.beta_1, variable.dtype),
-            ops.cast(self.beta_2, variable.dtype),
-            ops.cast(self.epsilon, variable.dtype),
+            # convert_to_tensor with the dtype, not cast: a cast would round
+            # the Python float through float32 first.
+            ops.convert_to_tensor(self.beta_1, dtype=variable.dtype),
+            ops.convert_to_tensor(self.beta_2, dtype=variable.dtype),
+            ops.convert_to_tensor(self.epsilon, dtype=variable.dtype),
         )
         if commit:
             self.assign(momentum, new_momentum)

@@ -22,8 +22,8 @@ def sgd_step(direction):
 
 def adam_moments(direction, momentum, velocity, beta_1, beta_2):
     """Adam's moment updates for one direction; returns the new (m, v)."""
-    new_momentum = momentum + (direction - momentum) * (1.0 - beta_1)
-    new_velocity = velocity + (ops.square(direction) - velocity) * (1.0 - beta_2)
+    new_momentum = beta_1 * momentum + (1.0 - beta_1) * direction
+    new_velocity = beta_2 * velocity + (1.0 - beta_2) * ops.square(direction)
     return new_momentum, new_velocity
 
 

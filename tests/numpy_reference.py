@@ -1,0 +1,131 @@
+"""An independent NumPy model of the game methods, for step-by-step checks.
+
+It knows nothing of Keras: the bilinear game's field is written out by hand,
+and SGDA / SE / SVRE (plain, Adam and VRAd steps, restarts from the average,
+one-minibatch variant, both update points) follow the paper's Algorithm 1 and
+METHOD.md. The restart draws reproduce `Game.draw_uniform`: uniform numbers
+from `np.random.default_rng([seed, counter])`.
+"""
+
+import numpy as np
+
+
+class BilinearField:
+    """F_i for `f_i(x, y) = x_i y_i + a_i.x + b_i.y`; x minimises, y maximises."""
+
+    def __init__(self, a, b):
+        self.a, self.b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        self.dim = self.a.shape[1]
+
+    def __call__(self, batch, x, y):
+        gx, gy = np.zeros(self.dim), np.zeros(self.dim)
+        for i in batch:
+            gx[i] += y[i]
+            gy[i] -= x[i]
+            gx += self.a[i]
+            gy -= self.b[i]
+        return gx / len(batch), gy / len(batch)
+
+    def mean(self, x, y):
+        return self(range(self.dim), x, y)
+
+
+class StepRule:
+    """w <- w - lr * step(d) with plain, Adam or VRAd steps."""
+
+    def __init__(self, lr, adaptive=None, beta_1=0.9, beta_2=0.999, eps=1e-8, size=0):
+        self.lr, self.adaptive = lr, adaptive
+        self.b1, self.b2, self.eps = beta_1, beta_2, eps
+        self.m, self.v, self.t = np.zeros(size), np.zeros(size), 0
+
+    def step(self, d, commit):
+        if self.adaptive is None:
+            return self.lr * d
+        t = self.t + 1
+        m = self.b1 * self.m + (1 - self.b1) * d
+        v = self.b2 * self.v + (1 - self.b2) * d * d
+        m_hat, v_hat = m / (1 - self.b1**t), v / (1 - self.b2**t)
+        if commit:
+            self.m, self.v, self.t = m, v, t
+        if self.adaptive == "adam":
+            return self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+        return self.lr * d * np.abs(m_hat) / (np.sqrt(v_hat) + self.eps)
+
+
+def run(
+    field,
+    x0,
+    y0,
+    minibatches,
+    method,
+    lr,
+    *,
+    adaptive=None,
+    beta_1=0.9,
+    beta_2=0.999,
+    restart_probability=None,
+    average_restart_probability=0.0,
+    seed=0,
+    update_point="extrapolated",
+    one_minibatch=False,
+):
+    """Runs a method over `minibatches` (a list of index lists) and returns (x, y, info).
+
+    SGDA takes one minibatch per iteration; SE and SVRE take two (i, j), or
+    one with `one_minibatch`.
+    """
+    d = field.dim
+    w = np.concatenate([x0, y0]).astype(np.float64)
+    rule = StepRule(lr, adaptive, beta_1, beta_2, size=2 * d)
+
+    def F(batch, point):
+        return np.concatenate(field(batch, point[:d], point[d:]))
+
+    def F_update(batch, half, current):
+        if update_point == "extrapolated":
+            return F(batch, half)
+        gx = F(batch, np.concatenate([current[:d], half[d:]]))[:d]
+        gy = F(batch, np.concatenate([half[:d], current[d:]]))[d:]
+        return np.concatenate([gx, gy])
+
+    counter = 0
+
+    def draw():
+        nonlocal counter
+        u = np.random.default_rng([seed, counter]).random()
+        counter += 1
+        return u
+
+    info = {"snapshots": 0, "restarts": 0}
+    if method == "svre":
+        w_s = w.copy()
+        mu = np.concatenate(field.mean(w_s[:d], w_s[d:]))
+        average, count = w.copy(), 1
+        info["snapshots"] = 1
+    k = 1 if method == "sgda" or one_minibatch else 2
+    for start in range(0, len(minibatches) - k + 1, k):
+        i = minibatches[start]
+        j = minibatches[start + k - 1]
+        if method == "sgda":
+            w = w - rule.step(F(i, w), commit=True)
+            continue
+        if method == "se":
+            half = w - rule.step(F(i, w), commit=False)
+            w = w - rule.step(F_update(j, half, w), commit=True)
+            continue
+        g_snap_i = F(i, w_s)
+        half = w - rule.step(F(i, w) - g_snap_i + mu, commit=False)
+        g_snap_j = g_snap_i if one_minibatch else F(j, w_s)
+        w = w - rule.step(F_update(j, half, w) - g_snap_j + mu, commit=True)
+        count += 1
+        average = average + (w - average) / count
+        if draw() < restart_probability:
+            if average_restart_probability > 0 and draw() < average_restart_probability:
+                w = average.copy()
+                count = 1
+                info["restarts"] += 1
+            w_s = w.copy()
+            mu = np.concatenate(field.mean(w_s[:d], w_s[d:]))
+            info["snapshots"] += 1
+    info["average"] = (average[:d], average[d:]) if method == "svre" else None
+    return w[:d], w[d:], info
