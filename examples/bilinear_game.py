@@ -63,8 +63,10 @@ class DistanceLog(keras.callbacks.Callback):
         self.passes.append(passes)
         self.distances.append(distance)
         if round(passes) % self.every == 0:
-            print(f"  {self.name:18s} pass {passes:5.0f}  distance {distance:.3e}",
-                  flush=True)
+            print(
+                f"  {self.name:18s} pass {passes:5.0f}  distance {distance:.3e}",
+                flush=True,
+            )
 
 
 def run_method(name, passes, lr, seed, every):
@@ -87,10 +89,17 @@ def main(argv=None):
     parser.add_argument("--out", default="runs/bilinear")
     parser.add_argument("--lr", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--every", type=int, default=50,
-                        help="print the distance every this many passes")
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"comma-separated subset of {', '.join(METHODS)}")
+    parser.add_argument(
+        "--every",
+        type=int,
+        default=50,
+        help="print the distance every this many passes",
+    )
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated subset of {', '.join(METHODS)}",
+    )
     args = parser.parse_args(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -109,12 +118,22 @@ def main(argv=None):
         }
         curves[name] = (log.passes, log.distances)
 
-    (out / "bilinear_results.json").write_text(json.dumps(
-        {"results": results, "curves": {k: {"passes": p, "distance": d}
-                                        for k, (p, d) in curves.items()}}, indent=1))
+    (out / "bilinear_results.json").write_text(
+        json.dumps(
+            {
+                "results": results,
+                "curves": {
+                    k: {"passes": p, "distance": d} for k, (p, d) in curves.items()
+                },
+            },
+            indent=1,
+        )
+    )
     plot(curves, out / "bilinear_distance.png")
-    summary = {k: {"final_distance": v["final_distance"], "passes": v["passes"]}
-               for k, v in results.items()}
+    summary = {
+        k: {"final_distance": v["final_distance"], "passes": v["passes"]}
+        for k, v in results.items()
+    }
     print(json.dumps(summary))
 
 

@@ -1,17 +1,36 @@
-"""keras_svre: stochastic variance-reduced extragradient (SVRE) for Keras 3."""
+"""keras_svre: stochastic variance-reduced extragradient (SVRE) for Keras 3.
 
-from keras_svre import optimizers
+SVRE (Chavdarova et al., NeurIPS 2019) trains GANs and other two-player games
+with extragradient steps on a variance-reduced estimate of the game's vector
+field. The pieces:
+
+- `keras_svre.SVRE`, `keras_svre.Extragradient`: Keras optimizers holding the
+  method's state (snapshot, mean gradient, Adam moments) as slot variables;
+- `keras_svre.Game`: a `keras.Model` whose `train_step` runs the method for
+  any game; `keras_svre.GAN` and `keras_svre.BilinearGame` are games;
+- `keras_svre.data`, `keras_svre.models`, `keras_svre.metrics`,
+  `keras_svre.callbacks`: data through TFDS, the paper's networks, IS/FID,
+  and training callbacks.
+"""
+
+from keras_svre import data, losses, metrics, models, optimizers
 from keras_svre.bilinear import BilinearGame
 from keras_svre.game import Game, SnapshotSchedule
+from keras_svre.gan import GAN
 from keras_svre.optimizers import SVRE, Extragradient
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GAN",
     "SVRE",
     "BilinearGame",
     "Extragradient",
     "Game",
     "SnapshotSchedule",
+    "data",
+    "losses",
+    "metrics",
+    "models",
     "optimizers",
 ]

@@ -105,4 +105,9 @@ class BilinearGame(Game):
         return ds.batch(batch_size, drop_remainder=True)
 
     def get_config(self):
-        return {"dim": self.dim, "seed": self.seed, "dtype": self.dtype_policy.name}
+        return {
+            "dim": self.dim,
+            "seed": self.seed,
+            "dtype": self.dtype_policy.name,
+            "name": self.name,
+        }

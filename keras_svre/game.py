@@ -230,9 +230,7 @@ class Game(keras.Model):
             # the slots (snapshot, mean gradient) before any update.
             opt.build([self._game_variables[i] for i in indices])
             self._groups.append((opt, indices))
-        self._loss_trackers = {
-            n: keras.metrics.Mean(name=f"{n}_loss") for n in names
-        }
+        self._loss_trackers = {n: keras.metrics.Mean(name=f"{n}_loss") for n in names}
         self._compile_args = {
             "update_point": update_point,
             "one_minibatch": self.one_minibatch,
@@ -242,9 +240,7 @@ class Game(keras.Model):
         if optimizer is not None:
             self._compile_optimizers = {"optimizer": optimizer}
         else:
-            self._compile_optimizers = {
-                f"{n}_optimizer": opt for (opt, (n,)) in groups
-            }
+            self._compile_optimizers = {f"{n}_optimizer": opt for (opt, (n,)) in groups}
         self.built = True
 
     @staticmethod
@@ -495,7 +491,9 @@ class Game(keras.Model):
             opt.take_snapshot(self._group_variables(indices))
         mean = self.snapshot_mean_gradient(snapshot_data)
         for opt, indices in self._groups:
-            opt.set_mean_gradient([mean[i] for i in indices], self._group_variables(indices))
+            opt.set_mean_gradient(
+                [mean[i] for i in indices], self._group_variables(indices)
+            )
 
     def snapshot_mean_gradient(self, snapshot_data):
         """Full-data mean of the game's field at the current point.
@@ -536,7 +534,9 @@ class Game(keras.Model):
             sums = tuple(tf.zeros(v.shape, v.dtype) for v in variables)
             count = tf.constant(0, tf.int64)
             for batch in distributed:
-                per_replica_sums, per_replica_n = strategy.run(batch_sums, args=(batch,))
+                per_replica_sums, per_replica_n = strategy.run(
+                    batch_sums, args=(batch,)
+                )
                 batch_total = strategy.reduce("SUM", per_replica_sums, axis=None)
                 n = strategy.reduce("SUM", per_replica_n, axis=None)
                 sums = tuple(s + b for s, b in zip(sums, batch_total))

@@ -74,9 +74,9 @@ def run(
     SGDA takes one minibatch per iteration; SE and SVRE take two (i, j), or
     one with `one_minibatch`.
     """
-    d = field.dim
+    d = len(x0)
     w = np.concatenate([x0, y0]).astype(np.float64)
-    rule = StepRule(lr, adaptive, beta_1, beta_2, size=2 * d)
+    rule = StepRule(lr, adaptive, beta_1, beta_2, size=len(w))
 
     def F(batch, point):
         return np.concatenate(field(batch, point[:d], point[d:]))
@@ -129,3 +129,49 @@ def run(
             info["snapshots"] += 1
     info["average"] = (average[:d], average[d:]) if method == "svre" else None
     return w[:d], w[d:], info
+
+
+def _sigmoid(t):
+    return 1.0 / (1.0 + np.exp(-t))
+
+
+class LinearGANField:
+    """F_i of a GAN with a linear generator and a linear discriminator.
+
+    `G(z) = z W + c`, `D(x) = x.u + e`, non-saturating losses
+    `L_D = mean softplus(-D(x)) + mean softplus(D(G(z)))`,
+    `L_G = mean softplus(-D(G(z)))`, written out by hand. Player x packs the
+    generator's (W, c), player y the discriminator's (u, e), in Keras' variable
+    order (kernel, bias).
+    """
+
+    def __init__(self, images, latents):
+        self.images = np.asarray(images, np.float64)
+        self.latents = np.asarray(latents, np.float64)
+        self.k = self.latents.shape[1]
+        self.m = self.images.shape[1]
+
+    def unpack(self, x, y):
+        W = x[: self.k * self.m].reshape(self.k, self.m)
+        c = x[self.k * self.m :]
+        u, e = y[: self.m], y[self.m]
+        return W, c, u, e
+
+    def __call__(self, batch, x, y):
+        batch = np.asarray(batch)
+        W, c, u, e = self.unpack(x, y)
+        X, Z = self.images[batch], self.latents[batch]
+        fake = Z @ W + c
+        d_real, d_fake = X @ u + e, fake @ u + e
+        n = len(batch)
+        # Generator: d/dfake of softplus(-D(fake)) = -sigmoid(-D(fake)) * u.
+        dfake = -_sigmoid(-d_fake)[:, None] * u[None, :] / n
+        gW, gc = Z.T @ dfake, dfake.sum(axis=0)
+        # Discriminator: real term -sigmoid(-D(x)), fake term sigmoid(D(fake)).
+        r, f = -_sigmoid(-d_real) / n, _sigmoid(d_fake) / n
+        gu = X.T @ r + fake.T @ f
+        ge = r.sum() + f.sum()
+        return np.concatenate([gW.ravel(), gc]), np.concatenate([gu, [ge]])
+
+    def mean(self, x, y):
+        return self(np.arange(len(self.images)), x, y)

@@ -18,21 +18,27 @@ def make_game():
 
 def minibatch_order(iterations, k, batch_size=2, seed=7):
     rng = np.random.default_rng(seed)
-    return [list(rng.choice(DIM, batch_size, replace=False)) for _ in range(iterations * k)]
+    return [
+        list(rng.choice(DIM, batch_size, replace=False)) for _ in range(iterations * k)
+    ]
 
 
 def train(game, optimizer, minibatches, **compile_kwargs):
     game.compile(optimizer=optimizer, **compile_kwargs)
     data = tf.data.Dataset.from_tensor_slices(np.array(minibatches, np.int64))
     snapshot = tf.data.Dataset.range(DIM).batch(4)
-    kwargs = {"snapshot_data": snapshot} if isinstance(optimizer, keras_svre.SVRE) else {}
+    kwargs = (
+        {"snapshot_data": snapshot} if isinstance(optimizer, keras_svre.SVRE) else {}
+    )
     game.fit(data, epochs=1, verbose=0, **kwargs)
     return game
 
 
 def reference(game, minibatches, method, lr, **kwargs):
     field = ref.BilinearField(game.a.numpy(), game.b.numpy())
-    return ref.run(field, game.x.numpy(), game.y.numpy(), minibatches, method, lr, **kwargs)
+    return ref.run(
+        field, game.x.numpy(), game.y.numpy(), minibatches, method, lr, **kwargs
+    )
 
 
 CASES = [
@@ -179,8 +185,10 @@ def test_variance_reduced_gradient_is_exact_at_the_snapshot():
     stacked = np.array([np.concatenate(d) for d in directions])
     assert np.allclose(stacked.std(axis=0), 0.0, atol=1e-14)
     raw = np.array(
-        [np.concatenate([t.numpy() for t in game._field(tf.constant([i]), point)[0]])
-         for i in range(DIM)]
+        [
+            np.concatenate([t.numpy() for t in game._field(tf.constant([i]), point)[0]])
+            for i in range(DIM)
+        ]
     )
     assert raw.std(axis=0).max() > 0.1
 
@@ -217,7 +225,9 @@ def test_compile_errors_are_clear():
     with pytest.raises(ValueError, match="players are"):
         game.compile(generator_optimizer=keras_svre.SVRE(0.1))
     with pytest.raises(ValueError, match="same family"):
-        game.compile(x_optimizer=keras_svre.SVRE(0.1), y_optimizer=keras_svre.Extragradient())
+        game.compile(
+            x_optimizer=keras_svre.SVRE(0.1), y_optimizer=keras_svre.Extragradient()
+        )
     with pytest.raises(ValueError, match="update_point"):
         game.compile(optimizer=keras_svre.SVRE(0.1), update_point="midpoint")
     with pytest.raises(ValueError, match="only applies to extragradient"):
@@ -253,7 +263,9 @@ def test_save_load_then_train_equals_uninterrupted(tmp_path):
         game = make_game()
         game.compile(
             optimizer=keras_svre.SVRE(
-                0.05, restart_probability=0.3, average_restart_probability=0.5,
+                0.05,
+                restart_probability=0.3,
+                average_restart_probability=0.5,
                 adaptive="adam",
             )
         )

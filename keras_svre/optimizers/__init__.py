@@ -45,15 +45,18 @@ def get(method: str, learning_rate=None, **kwargs) -> keras.optimizers.Optimizer
         return keras.optimizers.SGD(**kwargs)
     if key == "adam":
         return keras.optimizers.Adam(**kwargs)
+    if key in ("se-a", "svre-vrad"):
+        if kwargs.get("adaptive", "adam") != "adam":
+            raise ValueError(
+                f"Method {method!r} uses Adam steps (adaptive='adam'). Received: "
+                f"adaptive={kwargs['adaptive']!r}; use 'se'/'svre' with `adaptive=`."
+            )
+        kwargs["adaptive"] = "adam"
     if key in ("se", "se-a"):
-        adaptive = "adam" if key == "se-a" else kwargs.pop("adaptive", None)
-        return Extragradient(adaptive=adaptive, **kwargs)
+        return Extragradient(**kwargs)
     if key in ("svre", "svre-vrad"):
-        adaptive = "adam" if key == "svre-vrad" else kwargs.pop("adaptive", None)
-        return SVRE(adaptive=adaptive, **kwargs)
-    raise ValueError(
-        f"Unknown method {method!r}. Choose one of: {', '.join(METHODS)}."
-    )
+        return SVRE(**kwargs)
+    raise ValueError(f"Unknown method {method!r}. Choose one of: {', '.join(METHODS)}.")
 
 
 __all__ = ["METHODS", "SVRE", "Extragradient", "get"]

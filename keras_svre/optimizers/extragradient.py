@@ -46,8 +46,8 @@ class Extragradient(keras.optimizers.Optimizer):
         adaptive: `None` (plain steps, SE), `"adam"` (Adam steps, SE-A: the
             moments see only the update directions; the extrapolation uses the
             moments the update would produce, without storing them) or
-            `"vrad"` (the SVRE-VRAd rule `d * |m_hat| / (sqrt(v_hat) + eps)`
-            of the authors' bilinear notebook). Defaults to `None`.
+            `"vrad"` (the rule `d * |m_hat| / (sqrt(v_hat) + eps)` of the
+            authors' bilinear notebook, their SVRE-VRAd). Defaults to `None`.
         beta_1: Adam's first-moment decay, for adaptive steps. Defaults to
             `0.9`.
         beta_2: Adam's second-moment decay, for adaptive steps. Defaults to
@@ -90,7 +90,7 @@ class Extragradient(keras.optimizers.Optimizer):
         name=None,
         **kwargs,
     ):
-        if isinstance(learning_rate, (int, float)) and learning_rate <= 0:
+        if isinstance(learning_rate, (int, float)) and not learning_rate > 0:
             raise ValueError(
                 "Argument `learning_rate` must be positive. "
                 f"Received: learning_rate={learning_rate}."
@@ -102,7 +102,7 @@ class Extragradient(keras.optimizers.Optimizer):
             )
         _check_beta("beta_1", beta_1)
         _check_beta("beta_2", beta_2)
-        if epsilon < 0:
+        if not epsilon >= 0:
             raise ValueError(
                 f"Argument `epsilon` must be >= 0. Received: epsilon={epsilon}."
             )

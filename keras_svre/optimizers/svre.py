@@ -9,7 +9,7 @@ from keras_svre.optimizers.extragradient import Extragradient
 
 def _check_probability(name, value, allow_zero):
     low_ok = value >= 0.0 if allow_zero else value > 0.0
-    if not (low_ok and value <= 1.0):
+    if not (low_ok and value <= 1.0):  # also refuses NaN
         interval = "[0, 1]" if allow_zero else "(0, 1]"
         raise ValueError(
             f"Argument `{name}` must be in the {interval} range. "
@@ -58,9 +58,10 @@ class SVRE(Extragradient):
             restarting from the uniform average of the iterates, in [0, 1].
             Defaults to `0.0` (never).
         adaptive: `None` (plain SVRE steps), `"adam"` (the variance-reduced
-            direction fed to Adam, as the authors' GAN code does) or
-            `"vrad"` (the SVRE-VRAd rule `d * |m_hat| / (sqrt(v_hat) + eps)`
-            of the authors' bilinear notebook). Defaults to `None`.
+            direction fed to Adam: SVRE-VRAd as the authors' GAN code runs it,
+            method name `"svre-vrad"`) or `"vrad"` (SVRE-VRAd as the authors'
+            bilinear notebook writes it, `d * |m_hat| / (sqrt(v_hat) + eps)`).
+            Defaults to `None`.
         beta_1: Adam's first-moment decay, for adaptive steps. Defaults to
             `0.9`.
         beta_2: Adam's second-moment decay, for adaptive steps. Defaults to
@@ -116,13 +117,23 @@ class SVRE(Extragradient):
             var_list, ["snapshot", "mean_gradient"]
         )
         self.snapshots_taken = self.add_variable(
-            shape=(), dtype="int64", initializer="zeros", name="snapshots_taken"
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            name="snapshots_taken",
+            aggregation="only_first_replica",
         )
         if self.average_restart_probability > 0:
-            self._averages = self.add_optimizer_variables(var_list, "average")
-            # Number of iterates in the current uniform average.
-            self.average_count = self.add_variable(
-                shape=(), dtype="int64", initializer="ones", name="average_count"
+            self._averages = self.add_optimizer_variables(var_list, "iterate_average")
+            # The iteration at which the current uniform average started: the
+            # count follows `iterations`, which only advances on real steps
+            # (also with gradient accumulation).
+            self.average_start = self.add_variable(
+                shape=(),
+                dtype="int64",
+                initializer="zeros",
+                name="average_start",
+                aggregation="only_first_replica",
             )
 
     @property
@@ -137,13 +148,22 @@ class SVRE(Extragradient):
         """The snapshot point `w_S` for `variables`, as tensors."""
         return [tf.convert_to_tensor(self._slot(self._snapshots, v)) for v in variables]
 
-    def average_values(self, variables):
-        """The uniform average of the iterates for `variables`, as tensors."""
+    @property
+    def average_size(self):
+        """How many iterates the current uniform average holds (a tensor)."""
+        self._check_keeps_average()
+        return self.iterations - self.average_start + 1
+
+    def _check_keeps_average(self):
         if not self.keeps_average:
             raise ValueError(
                 "This SVRE optimizer keeps no average of the iterates: "
                 "construct it with `average_restart_probability > 0`."
             )
+
+    def average_values(self, variables):
+        """The uniform average of the iterates for `variables`, as tensors."""
+        self._check_keeps_average()
         return [tf.convert_to_tensor(self._slot(self._averages, v)) for v in variables]
 
     def variance_reduced_gradient(self, gradients, snapshot_gradients, variables):
@@ -183,29 +203,27 @@ class SVRE(Extragradient):
 
     def reset_average(self, variables):
         """Restarts the uniform average of the iterates at `variables`."""
+        self._check_keeps_average()
         for v in variables:
             self.assign(self._slot(self._averages, v), v)
-        self.assign(self.average_count, 1)
+        self.assign(self.average_start, self.iterations)
 
     def restart_from_average(self, variables):
         """Sets `variables` to their uniform average and restarts the average."""
+        self._check_keeps_average()
         for v in variables:
-            average = self._slot(self._averages, v)
-            self.assign(v, average)
-        self.assign(self.average_count, 1)
+            self.assign(v, self._slot(self._averages, v))
+        self.assign(self.average_start, self.iterations)
 
     def update_step(self, gradient, variable, learning_rate):
         """The SVRE update; also folds the new iterate into the uniform average."""
         super().update_step(gradient, variable, learning_rate)
         if self.keeps_average:
             average = self._slot(self._averages, variable)
-            count = ops.cast(self.average_count + 1, variable.dtype)
+            # Iterates in the average, the new one included (`iterations` is
+            # incremented after the update steps).
+            count = ops.cast(self.iterations - self.average_start + 2, variable.dtype)
             self.assign_add(average, (variable - average) / count)
-
-    def apply(self, grads, trainable_variables=None):
-        super().apply(grads, trainable_variables)
-        if self.keeps_average:
-            self.assign_add(self.average_count, 1)
 
     def get_config(self):
         config = super().get_config()

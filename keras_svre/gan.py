@@ -1,0 +1,294 @@
+"""A GAN as a two-player `Game`: generator and discriminator."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_svre import losses as gan_losses
+from keras_svre.game import Game
+
+
+@keras.saving.register_keras_serializable(package="keras_svre")
+class GAN(Game):
+    """A generative adversarial network trained as a two-player game.
+
+    The players are `"generator"` and `"discriminator"`; each minimises its
+    own loss (`loss` picks the pair). Any method works through
+    `compile`: one optimizer for both players, or `generator_optimizer=` and
+    `discriminator_optimizer=` (for instance different step sizes):
+
+        gan = keras_svre.GAN(generator, discriminator, latent_dim=128,
+                             num_examples=data.num_examples)
+        gan.compile(optimizer=keras_svre.SVRE(1e-2))
+        gan.fit(data.train, snapshot_data=data.snapshot, epochs=5)
+
+    **The finite sum.** SVRE needs the same function `F_i` at the current
+    point and at the snapshot. The GAN keeps a bank of latent vectors, one per
+    training example, saved with the model: example `k` is always paired with
+    `z_k`. Training data is therefore a dataset of `(index, image)`
+    minibatches, as `keras_svre.data.load` makes (or
+    `keras_svre.data.index_examples` for your own images). The snapshot pass
+    covers the whole dataset and bank (`snapshot_data`, any batch size).
+
+    **State (BatchNorm, spectral norm).** One forward pass per minibatch gives
+    both players' losses: the discriminator sees the real batch and the
+    generated batch in two calls (so BatchNorm statistics are never mixed).
+    Only the evaluation at the current point updates non-trainable state
+    (moving statistics, power-iteration vectors); the snapshot, extrapolated
+    and snapshot-pass evaluations run in training mode but discard their
+    state updates (see `keras_svre.Game`).
+
+    **Averaged generators.** A uniform average and an exponential moving
+    average (`ema_decay`) of the generator's trainable weights are updated
+    after every iteration and saved with the model; `generate(...,
+    which="average" | "ema" | "current")` samples from any of them.
+
+    Args:
+        generator: A built Keras model mapping latents `[B, latent_dim]` to
+            images.
+        discriminator: A built Keras model mapping images to logits `[B, 1]`.
+        latent_dim: Size of the latent vectors. Defaults to the generator's
+            input size.
+        num_examples: Number of training examples (the size of the noise
+            bank). Required.
+        loss: `"non_saturating"` (default, the paper's MNIST runs), `"hinge"`,
+            `"wasserstein"`, a `keras_svre.losses.GANLoss`, or a pair of
+            callables `(discriminator_loss, generator_loss)` on logits.
+        ema_decay: Decay of the generator's EMA. Defaults to `0.999`.
+        seed: Seed of the noise bank and of the snapshot-restart draws.
+        **kwargs: Passed to `keras_svre.Game`.
+    """
+
+    def __init__(
+        self,
+        generator: keras.Model,
+        discriminator: keras.Model,
+        latent_dim: int | None = None,
+        num_examples: int | None = None,
+        loss="non_saturating",
+        ema_decay: float = 0.999,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(seed=seed, **kwargs)
+        for role, net in (("generator", generator), ("discriminator", discriminator)):
+            if not isinstance(net, keras.Model) or not net.built or not net.weights:
+                raise ValueError(
+                    f"The {role} must be a built Keras model (a functional model, "
+                    "or a subclassed one called once on a batch)."
+                )
+        if latent_dim is None:
+            latent_dim = int(generator.input_shape[-1])
+        if num_examples is None or int(num_examples) < 1:
+            raise ValueError(
+                "`num_examples` (the number of training examples, i.e. the size of "
+                "the latent bank that makes the finite sum) is required, e.g. "
+                "`num_examples=data.num_examples` with `keras_svre.data.load`."
+            )
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(
+                f"Argument `ema_decay` must be in [0, 1). Received: ema_decay={ema_decay}."
+            )
+        self.generator = generator
+        self.discriminator = discriminator
+        self.latent_dim = int(latent_dim)
+        self.num_examples = int(num_examples)
+        self.loss_config = loss if isinstance(loss, str) else None
+        self.gan_loss = gan_losses.get(loss)
+        self.ema_decay = float(ema_decay)
+        self.noise_bank = self.add_weight(
+            shape=(self.num_examples, self.latent_dim),
+            initializer=keras.initializers.RandomNormal(seed=self.seed % (2**31)),
+            trainable=False,
+            name="noise_bank",
+        )
+        self.average_count = self.add_weight(
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
+            name="average_count",
+            aggregation="only_first_replica",
+        )
+
+        def copies(prefix):
+            return [
+                self.add_weight(
+                    shape=v.shape,
+                    dtype=v.dtype,
+                    initializer=keras.initializers.Constant(np.asarray(v)),
+                    trainable=False,
+                    name=f"{prefix}_{v.path.replace('/', '_')}",
+                    aggregation="only_first_replica",
+                )
+                for v in generator.trainable_variables
+            ]
+
+        self.generator_average = copies("average")
+        self.generator_ema = copies("ema")
+        self.built = True
+
+    # The game.
+    def players(self):
+        return {
+            "generator": self.generator.trainable_variables,
+            "discriminator": self.discriminator.trainable_variables,
+        }
+
+    def split_batch(self, data):
+        """`(index, images)` of a minibatch, with a clear error for anything else."""
+        if isinstance(data, dict):
+            data = (data["index"], data["image"])
+        if not isinstance(data, (tuple, list)) or len(data) != 2:
+            raise ValueError(
+                "A GAN trains on `(index, image)` minibatches: the index pairs each "
+                "example with its latent vector in the noise bank (the finite sum). "
+                "Use `keras_svre.data.load(...)`, or "
+                "`keras_svre.data.index_examples(images)` before shuffling/batching."
+            )
+        return data
+
+    def latents(self, index):
+        """The bank's latent vectors for example indices."""
+        return tf.gather(
+            tf.convert_to_tensor(self.noise_bank), tf.cast(index, tf.int32)
+        )
+
+    def compute_player_losses(self, data, training=True):
+        index, real = self.split_batch(data)
+        fake = self.generator(self.latents(index), training=training)
+        real_logits = self.discriminator(real, training=training)
+        fake_logits = self.discriminator(fake, training=training)
+        return {
+            "generator": self.gan_loss.generator_loss(fake_logits),
+            "discriminator": self.gan_loss.discriminator_loss(real_logits, fake_logits),
+        }
+
+    def call(self, latents, training=False):
+        return self.generator(latents, training=training)
+
+    # Training.
+    def train_step(self, data):
+        logs = super().train_step(data)
+        count = tf.cast(self.average_count + 1, tf.float32)
+        decay = self.ema_decay
+        for v, average, ema in zip(
+            self.generator.trainable_variables,
+            self.generator_average,
+            self.generator_ema,
+        ):
+            value = tf.convert_to_tensor(v)
+            average.assign_add((value - average) / tf.cast(count, v.dtype))
+            ema.assign(decay * ema + (1.0 - decay) * value)
+        self.average_count.assign_add(1)
+        return logs
+
+    def fit(self, x=None, y=None, **kwargs):
+        self._check_image_shape(x)
+        return super().fit(x, y, **kwargs)
+
+    def _check_image_shape(self, dataset):
+        if not isinstance(dataset, tf.data.Dataset):
+            return
+        spec = dataset.element_spec
+        if isinstance(spec, dict):
+            spec = (spec.get("index"), spec.get("image"))
+        if not isinstance(spec, (tuple, list)) or len(spec) != 2:
+            self.split_batch(spec)
+        image_shape = tuple(spec[1].shape[1:])
+        expected = tuple(self.discriminator.input_shape[1:])
+        generated = tuple(self.generator.output_shape[1:])
+        if image_shape != expected or generated != expected:
+            raise ValueError(
+                f"The training images have shape {image_shape}, the discriminator "
+                f"takes {expected} and the generator makes {generated}: they must "
+                "match. Resize the data (e.g. `keras_svre.data.load(..., "
+                "image_size=...)`) or build the networks for this image shape."
+            )
+
+    # Sampling.
+    def generator_weights(self, which: str = "average") -> list:
+        """The generator's trainable weights: `"current"`, `"average"` or `"ema"`."""
+        if which == "current":
+            return [tf.convert_to_tensor(v) for v in self.generator.trainable_variables]
+        if which == "average":
+            return [tf.convert_to_tensor(v) for v in self.generator_average]
+        if which == "ema":
+            return [tf.convert_to_tensor(v) for v in self.generator_ema]
+        raise ValueError(
+            f"`which` must be 'current', 'average' or 'ema'. Received: {which!r}."
+        )
+
+    def generate(
+        self, latents_or_count, which: str = "average", batch_size: int = 500, seed=None
+    ) -> np.ndarray:
+        """Generated images (in the generator's output range) as a NumPy array.
+
+        Args:
+            latents_or_count: Latent vectors `[N, latent_dim]`, or a number of
+                samples to draw from N(0, I).
+            which: `"average"` (uniform average of the iterates, default),
+                `"ema"` or `"current"`.
+            batch_size: Generation batch size.
+            seed: Seed for drawing the latents when a count is given.
+        """
+        if np.isscalar(latents_or_count):
+            rng = np.random.default_rng(seed)
+            latents = rng.standard_normal((int(latents_or_count), self.latent_dim))
+        else:
+            latents = np.asarray(latents_or_count)
+        latents = latents.astype("float32")
+        weights = self.generator_weights(which)
+        state = [
+            tf.convert_to_tensor(v) for v in self.generator.non_trainable_variables
+        ]
+        fn = self._generate_fn()
+        out = [
+            fn(weights, state, latents[i : i + batch_size]).numpy()
+            for i in range(0, len(latents), batch_size)
+        ]
+        return np.concatenate(out, axis=0)
+
+    def _generate_fn(self):
+        fn = self.__dict__.get("_generate_function")
+        if fn is None:
+
+            @tf.function(reduce_retracing=True)
+            def fn(weights, state, latents):
+                images, _ = self.generator.stateless_call(
+                    weights, state, latents, training=False
+                )
+                return images
+
+            object.__setattr__(self, "_generate_function", fn)
+        return fn
+
+    # Serialisation.
+    def get_config(self):
+        if self.loss_config is None:
+            raise NotImplementedError(
+                "A GAN with a custom loss cannot be serialised by name; register "
+                "your loss, or save weights only."
+            )
+        return {
+            "generator": keras.saving.serialize_keras_object(self.generator),
+            "discriminator": keras.saving.serialize_keras_object(self.discriminator),
+            "latent_dim": self.latent_dim,
+            "num_examples": self.num_examples,
+            "loss": self.loss_config,
+            "ema_decay": self.ema_decay,
+            "seed": self.seed,
+            "name": self.name,
+            "dtype": self.dtype_policy.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
+        config["discriminator"] = keras.saving.deserialize_keras_object(
+            config["discriminator"]
+        )
+        return cls(**config)
