@@ -414,6 +414,25 @@ class Game(keras.Model):
             gradients[lo:hi] = grads[lo:hi]
         return gradients
 
+    def gradient_estimate(self, data) -> dict:
+        """The method's estimate of the game's field on one minibatch, at the current point.
+
+        `F_i(w)` for simultaneous and extragradient methods; for SVRE the
+        variance-reduced `F_i(w) - F_i(w_S) + mu_S`. Nothing is updated. Used
+        to measure the estimate's second moment and variance across
+        minibatches (the variance reduction made visible).
+
+        Returns:
+            A dict `player name -> list of gradient tensors`.
+        """
+        gradients, _ = self._field(data, self._current_point())
+        if self.method_family == "svre":
+            snapshot_gradients, _ = self._field(data, self._snapshot_point())
+            gradients = self._variance_reduced(gradients, snapshot_gradients)
+        return {
+            name: gradients[lo:hi] for name, (lo, hi) in self._player_ranges.items()
+        }
+
     # ------------------------------------------------------------------ #
     # The train step.
     # ------------------------------------------------------------------ #
