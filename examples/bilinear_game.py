@@ -147,7 +147,7 @@ def plot(curves, path):
     for name, (passes, distances) in curves.items():
         ax.semilogy(passes, distances, label=METHODS[name][1])
     ax.set_xlabel("passes (n stochastic gradient evaluations each)")
-    ax.set_ylabel("distance to the solution (averaged iterate for SVRE + restart)")
+    ax.set_ylabel("distance to the solution")
     ax.set_title("Stochastic bilinear game, d = n = 100, step 0.3")
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)

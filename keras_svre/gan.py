@@ -41,9 +41,10 @@ class GAN(Game):
     state updates (see `keras_svre.Game`).
 
     **Averaged generators.** A uniform average and an exponential moving
-    average (`ema_decay`) of the generator's trainable weights are updated
-    after every iteration and saved with the model; `generate(...,
-    which="average" | "ema" | "current")` samples from any of them.
+    average (`ema_decay`, debiased like Adam's moments) of the generator's
+    trainable weights are updated after every iteration and saved with the
+    model; `generate(..., which="ema" | "average" | "current")` samples from
+    any of them.
 
     Args:
         generator: A built Keras model mapping latents `[B, latent_dim]` to
@@ -113,12 +114,12 @@ class GAN(Game):
             aggregation="only_first_replica",
         )
 
-        def copies(prefix):
+        def copies(prefix, initial):
             return [
                 self.add_weight(
                     shape=v.shape,
                     dtype=v.dtype,
-                    initializer=keras.initializers.Constant(np.asarray(v)),
+                    initializer=keras.initializers.Constant(initial(v)),
                     trainable=False,
                     name=f"{prefix}_{v.path.replace('/', '_')}",
                     aggregation="only_first_replica",
@@ -126,8 +127,10 @@ class GAN(Game):
                 for v in generator.trainable_variables
             ]
 
-        self.generator_average = copies("average")
-        self.generator_ema = copies("ema")
+        self.generator_average = copies("average", np.asarray)
+        # The EMA starts at zero and is debiased when read (as Adam's moments
+        # are), so that short runs are not dominated by the initial weights.
+        self.generator_ema = copies("ema", lambda v: np.zeros(v.shape))
         self.built = True
 
     # The game.
@@ -209,28 +212,33 @@ class GAN(Game):
             )
 
     # Sampling.
-    def generator_weights(self, which: str = "average") -> list:
+    def generator_weights(self, which: str = "ema") -> list:
         """The generator's trainable weights: `"current"`, `"average"` or `"ema"`."""
         if which == "current":
             return [tf.convert_to_tensor(v) for v in self.generator.trainable_variables]
         if which == "average":
             return [tf.convert_to_tensor(v) for v in self.generator_average]
         if which == "ema":
-            return [tf.convert_to_tensor(v) for v in self.generator_ema]
+            count = int(self.average_count.numpy())
+            if count == 0:
+                return self.generator_weights("current")
+            debias = 1.0 - self.ema_decay**count
+            return [tf.convert_to_tensor(v) / debias for v in self.generator_ema]
         raise ValueError(
             f"`which` must be 'current', 'average' or 'ema'. Received: {which!r}."
         )
 
     def generate(
-        self, latents_or_count, which: str = "average", batch_size: int = 500, seed=None
+        self, latents_or_count, which: str = "ema", batch_size: int = 500, seed=None
     ) -> np.ndarray:
         """Generated images (in the generator's output range) as a NumPy array.
 
         Args:
             latents_or_count: Latent vectors `[N, latent_dim]`, or a number of
                 samples to draw from N(0, I).
-            which: `"average"` (uniform average of the iterates, default),
-                `"ema"` or `"current"`.
+            which: `"ema"` (the debiased exponential moving average of the
+                iterates, default), `"average"` (their uniform average) or
+                `"current"`.
             batch_size: Generation batch size.
             seed: Seed for drawing the latents when a count is given.
         """

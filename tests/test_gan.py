@@ -185,10 +185,12 @@ def test_averaged_generators_follow_the_iterates():
     np.testing.assert_allclose(
         gan.generator_average[0].numpy(), np.mean(kernels[1:], axis=0)
     )
-    ema = kernels[0]
+    ema = np.zeros_like(kernels[0])
     for k in kernels[1:]:
         ema = 0.999 * ema + 0.001 * k
     np.testing.assert_allclose(gan.generator_ema[0].numpy(), ema, rtol=1e-9)
+    debiased = gan.generator_weights("ema")[0].numpy()
+    np.testing.assert_allclose(debiased, ema / (1 - 0.999**3), rtol=1e-9)
     out = gan.generate(np.ones((2, LATENT)), which="average")
     expected = (
         np.ones((2, LATENT)) @ gan.generator_average[0].numpy()
