@@ -6,7 +6,6 @@ import tensorflow_datasets as tfds
 import keras_svre
 from keras_svre import presets
 
-
 # Each preset traces its networks twice (warm start, then the method): about a
 # minute each on 2 cores, so the default suite runs one warm-started SVRE preset
 # and `pytest -m slow` the rest.
