@@ -75,6 +75,15 @@ _ADAM = {"method": "adam", "generator_lr": 1e-4, "discriminator_lr": 4e-4}
 _SVRE_CIFAR = {"method": "svre", "generator_lr": 1e-2, "discriminator_lr": 4e-2}
 _SVRE_SVHN = {"method": "svre", "generator_lr": 1e-3, "discriminator_lr": 4e-3}
 _WARM = {"warm_start_method": "se-a", "warm_start_epochs": 10}
+_IMAGENET32 = {
+    "dataset": "downsampled_imagenet/32x32",
+    "architecture": "resnet32",
+    "width": 128,
+    "loss": "hinge",
+    **_SVRE_CIFAR,
+    "image_size": 32,
+    "epochs": 20,
+}
 
 PRESETS = {
     "mnist-svre": Preset(
@@ -112,24 +121,9 @@ PRESETS = {
     "svhn-adam": Preset("svhn_cropped", **_SAGAN, **_ADAM),
     "svhn-svre": Preset("svhn_cropped", **_SAGAN, **_SVRE_SVHN),
     "svhn-svre-ws": Preset("svhn_cropped", **_SAGAN, **_SVRE_SVHN, **_WARM),
-    "imagenet32-svre": Preset(
-        "downsampled_imagenet/32x32",
-        "resnet32",
-        128,
-        "hinge",
-        **_SVRE_CIFAR,
-        image_size=32,
-        epochs=20,
-    ),
+    "imagenet32-svre": Preset(**_IMAGENET32),
     "imagenet32-svre-ws": Preset(
-        "downsampled_imagenet/32x32",
-        "resnet32",
-        128,
-        "hinge",
-        **_SVRE_CIFAR,
-        **{**_WARM, "warm_start_epochs": 2},
-        image_size=32,
-        epochs=20,
+        **_IMAGENET32, warm_start_method="se-a", warm_start_epochs=2
     ),
 }
 
