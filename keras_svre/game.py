@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_svre import distribute
 from keras_svre.optimizers import SVRE, Extragradient
 
 UPDATE_POINTS = ("extrapolated", "opponent_extrapolated")
@@ -393,7 +394,10 @@ class Game(keras.Model):
             variables = [self._game_variables[i] for i in indices]
             grads = [directions[i] for i in indices]
             if replicas > 1:
-                grads = [g / replicas for g in grads]
+                # Keras clips each replica's share before summing the shares:
+                # clip the global direction here (as on one device), so that
+                # the shares pass Keras' clipping unchanged.
+                grads = [g / replicas for g in opt._clip_gradients(grads)]
             if isinstance(opt, Extragradient):
                 with opt.game_step():
                     opt.apply(grads, variables)
@@ -462,7 +466,8 @@ class Game(keras.Model):
 
         for name, tracker in self._loss_trackers.items():
             tracker.update_state(losses[name])
-        return {m.name: m.result() for m in self.metrics}
+        # Shape-[1] logs under multi-worker training (keras-team/keras#20585).
+        return distribute.logs_for_reduction({m.name: m.result() for m in self.metrics})
 
     # ------------------------------------------------------------------ #
     # Snapshots.
@@ -537,7 +542,10 @@ class Game(keras.Model):
 
     def _make_snapshot_pass(self, snapshot_data):
         strategy = self.distribute_strategy
-        distributed = strategy.experimental_distribute_dataset(snapshot_data)
+        # DATA sharding: the finite-sum indices must survive multi-worker input.
+        distributed = strategy.experimental_distribute_dataset(
+            distribute.shard_by_data(snapshot_data)
+        )
         variables = self._game_variables
 
         def batch_sums(batch):
@@ -545,7 +553,12 @@ class Game(keras.Model):
             grads, _ = self._field(batch, self._current_point())
             weight = tf.cast(n, grads[0].dtype)
             # An empty shard (uneven last batch across replicas) has NaN losses.
-            return [tf.where(n > 0, g * weight, tf.zeros_like(g)) for g in grads], n
+            sums = [tf.where(n > 0, g * weight, tf.zeros_like(g)) for g in grads]
+            # All players' sums and the count in one all-reduce, in replica
+            # context (`strategy.reduce` of this list fails under
+            # MultiWorkerMirroredStrategy: it stacks the tensors).
+            context = tf.distribute.get_replica_context()
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, sums + [weight])
 
         @tf.function
         def run():
@@ -553,13 +566,11 @@ class Game(keras.Model):
             sums = tuple(tf.zeros(v.shape, v.dtype) for v in variables)
             count = tf.constant(0, tf.int64)
             for batch in distributed:
-                per_replica_sums, per_replica_n = strategy.run(
-                    batch_sums, args=(batch,)
-                )
-                batch_total = strategy.reduce("SUM", per_replica_sums, axis=None)
-                n = strategy.reduce("SUM", per_replica_n, axis=None)
-                sums = tuple(s + b for s, b in zip(sums, batch_total))
-                count += tf.cast(n, tf.int64)
+                totals = strategy.run(batch_sums, args=(batch,))
+                # Every replica holds the same totals: take the first's.
+                totals = strategy.experimental_local_results(totals)[0]
+                sums = tuple(s + b for s, b in zip(sums, totals[:-1]))
+                count += tf.cast(totals[-1], tf.int64)
             return [s / tf.cast(count, s.dtype) for s in sums]
 
         return run
@@ -612,7 +623,17 @@ class Game(keras.Model):
         k = self.minibatches_per_iteration
         if k > 1:
             x = x.batch(k, drop_remainder=True).map(_swap_minibatch_axis)
+        x = distribute.shard_by_data(x)  # Keeps the finite-sum indices (multi-worker).
         return super().fit(x, callbacks=callbacks, **kwargs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras' TensorFlow trainer builds a model from its first batch before
+        # `fit` under a strategy; a Game is fully built by `compile` (variables
+        # and optimizer slots), so there is nothing to build. Skipping it also
+        # avoids keras-team/keras#20585: under MultiWorkerMirroredStrategy that
+        # build reduces the first distributed batch, which raises. Pinned by
+        # tests/test_distribute.py (two-worker fit).
+        return
 
     def _restart_probability(self, dataset):
         configured = {o.restart_probability for o in self.svre_optimizers}
