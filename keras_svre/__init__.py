@@ -9,11 +9,24 @@ field. The pieces:
 - `keras_svre.Game`: a `keras.Model` whose `train_step` runs the method for
   any game; `keras_svre.GAN` and `keras_svre.BilinearGame` are games;
 - `keras_svre.data`, `keras_svre.models`, `keras_svre.metrics`,
-  `keras_svre.callbacks`: data through TFDS, the paper's networks, IS/FID,
-  and training callbacks.
+  `keras_svre.callbacks`, `keras_svre.evaluation`: data through TFDS, the
+  paper's networks, IS/FID, training and evaluation callbacks;
+- `keras_svre.training`, `keras_svre.presets`: warm start, step-size decay
+  and the paper's experiment configurations; `keras_svre.distribute`:
+  strategies (Mirrored, MultiWorker, TPU).
 """
 
-from keras_svre import data, losses, metrics, models, optimizers
+from keras_svre import (
+    callbacks,
+    data,
+    distribute,
+    losses,
+    metrics,
+    models,
+    optimizers,
+    presets,
+    training,
+)
 from keras_svre.bilinear import BilinearGame
 from keras_svre.game import Game, SnapshotSchedule
 from keras_svre.gan import GAN
@@ -28,9 +41,13 @@ __all__ = [
     "Extragradient",
     "Game",
     "SnapshotSchedule",
+    "callbacks",
     "data",
+    "distribute",
     "losses",
     "metrics",
     "models",
     "optimizers",
+    "presets",
+    "training",
 ]

@@ -41,11 +41,12 @@ class SampleGrid(keras.callbacks.Callback):
     Args:
         directory: Output folder; files are `samples_epoch_{epoch:03d}.png`.
         num_images: Number of images in the grid. Defaults to `64`.
-        which: Generator to sample: `"average"`, `"ema"` or `"current"`.
+        which: Generator to sample: `"ema"` (default), `"average"` or
+            `"current"`.
         seed: Seed of the fixed latent vectors.
     """
 
-    def __init__(self, directory, num_images: int = 64, which: str = "average", seed=0):
+    def __init__(self, directory, num_images: int = 64, which: str = "ema", seed=0):
         super().__init__()
         self.directory = pathlib.Path(directory)
         self.num_images = num_images

@@ -183,7 +183,11 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--num", type=int, default=64)
     sample.add_argument("--out", required=True, help="output .npy file")
     sample.add_argument(
-        "--which", default="average", choices=["average", "ema", "current"]
+        "--which",
+        default="ema",
+        choices=["ema", "average", "current"],
+        help="the averaged generator to sample: the (debiased) EMA of the "
+        "iterates, their uniform average, or the current iterate",
     )
     sample.add_argument("--seed", type=int, default=0)
     return parser
