@@ -10,9 +10,10 @@
   minibatches `E||d - E d||^2`: the variance reduction made visible (the
   SVRE paper's poster shows SE-A at ~20-30 and SVRE at ~0 on MNIST).
 
-Both write what they measure into the epoch's Keras logs (so `History`,
-`CSVLogger` and the progress bar see it), keep it in `records`, and
-optionally append it to a JSON-lines file and write it to TensorBoard.
+Both write what they measure into the logs of the epoch in which they
+measured it (so Keras' `History` has it, and so do the callbacks listed after
+them), keep it in `records`, and optionally append it to a JSON-lines file
+and write it to TensorBoard.
 """
 
 from __future__ import annotations
@@ -236,7 +237,11 @@ class GeneratorEvaluation(_PeriodicMeasurement):
             (`[-1, 1]`, the generator's tanh range): an array `[N, H, W, C]`,
             or a finite `tf.data.Dataset` of image batches or of
             `(index, image)` batches (as `keras_svre.data.load` makes). All
-            of them are used. `None` (default): no FID.
+            of them are used, once, when training starts. Prefer an
+            unshuffled dataset (`load(...).snapshot`): iterating a shuffled
+            pipeline advances its shuffle seed, so passing the dataset given
+            to `fit` would change the order training sees. `None`
+            (default): no FID.
         classifier: The evaluation classifier (a Keras model from images in
             `[0, 1]` to class probabilities, with a layer named `"features"`;
             see `keras_svre.metrics`), or a mapping `{name: classifier}` to
@@ -534,8 +539,13 @@ class GradientVariance(_PeriodicMeasurement):
 
     Args:
         dataset: A `tf.data.Dataset` of minibatches as the game trains on
-            (one minibatch per element, all of the same size, e.g.
-            `keras_svre.data.load(...).train`); it is repeated as needed.
+            (one minibatch per element, all of the same size); it is
+            repeated as needed. Give it a pipeline of its own, not the
+            dataset object passed to `fit`: every iterator made on a
+            shuffled `tf.data` pipeline advances that pipeline's shuffle
+            seed, so drawing from the training dataset object would change
+            the order in which training sees the data (and so the run). For
+            example `keras_svre.data.load(..., seed=other_seed).train`.
         every: Measure every this many iterations.
         num_batches: Minibatches per measurement (M). Defaults to 10.
         log_path: JSON-lines file to append one record per measurement to.

@@ -1,0 +1,445 @@
+"""Sample quality on MNIST: SGDA-Adam, SE-A, SVRE and SVRE-VRAd at an equal cost.
+
+    python benchmarks/quality_mnist.py --budget 2000 --width 8 --seeds 0 1 2
+
+Trains each method on the offline MNIST digits (`keras_svre.data.load()`,
+5,000 images) with the same networks (`mnist_dcgan`), batch size and budget,
+the budget counted in minibatch evaluations of the game's vector field (the
+paper's x-axis, METHOD.md's cost model):
+
+- SGDA with Adam (`adam`): 1 per iteration;
+- stochastic extragradient with Adam (`se-a`): 2 per iteration;
+- SVRE (`svre`) and SVRE with Adam steps (`svre-vrad`): 4 per iteration,
+  plus `n = num_examples / batch_size` for every snapshot pass (the first
+  one, before training, included): a pass evaluates the field on all `n`
+  minibatches' worth of examples, whatever batch size it runs at.
+
+A run stops at the first iteration at which its count reaches the budget.
+Along the way (`keras_svre.evaluation`), about every `--eval-every`
+evaluations and at the end, the current, averaged and EMA generators are
+scored with the SVRE paper's MNIST classifier (an MLP, read in place from
+`../shared/reference/mnist_mlp_classifier.npz`; its Inception Scores are the
+ones comparable with the paper's) and with the project's own classifier
+(`saved_models/mnist_classifier.keras`): Inception Score, FID against the
+5,000 real digits, label entropy. The gradient estimate's second moment and
+variance across 10 minibatches are measured at the same points (these
+measurement evaluations are not counted in the budget).
+
+Writes `<out>.json` (configuration, every run's curve, and per method the
+final and best values, mean and std over seeds) after every run, and
+`<out>.png` (IS with the paper's classifier, FID, and the generator's
+gradient variance, against gradient evaluations; mean over seeds, one thin
+line per seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import platform
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# OpenBLAS' threads spin against TensorFlow's on a few shared cores: the FID's
+# eigendecompositions ran 4x slower with them.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_svre  # noqa: E402
+from keras_svre import data, metrics, models, optimizers  # noqa: E402
+from keras_svre.evaluation import GeneratorEvaluation, GradientVariance  # noqa: E402
+
+REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
+REFERENCE_CLASSIFIER = (
+    REPOSITORY.parent / "shared" / "reference" / "mnist_mlp_classifier.npz"
+)
+
+# The paper's MNIST settings (METHOD.md): Adam-based methods 1e-3 with
+# beta_1 = 0.5, plain SVRE 1e-2.
+METHODS = {
+    "adam": {"learning_rate": 1e-3, "beta_1": 0.5, "label": "SGDA-Adam"},
+    "se-a": {"learning_rate": 1e-3, "beta_1": 0.5, "label": "SE-A"},
+    "svre": {"learning_rate": 1e-2, "label": "SVRE"},
+    "svre-vrad": {"learning_rate": 1e-3, "beta_1": 0.5, "label": "SVRE-VRAd"},
+}
+EVALUATIONS_PER_ITERATION = {"simultaneous": 1, "extragradient": 2, "svre": 4}
+GENERATORS = ("current", "average", "ema")
+CLASSIFIERS = ("paper", "project")
+SUMMARY_KEYS = (
+    [f"is_{g}_{c}" for c in CLASSIFIERS for g in GENERATORS]
+    + [f"fid_{g}_{c}" for c in CLASSIFIERS for g in GENERATORS]
+    + [f"entropy_{g}_project" for g in GENERATORS]
+    + [
+        f"grad_{m}_{p}"
+        for m in ("second_moment", "variance")
+        for p in ("generator", "discriminator")
+    ]
+)
+
+
+class GradientEvaluationCount:
+    """Minibatch evaluations of the game's field spent so far by a GAN's training."""
+
+    def __init__(self, gan, pass_cost: float):
+        self.gan = gan
+        self.per_iteration = EVALUATIONS_PER_ITERATION[gan.method_family]
+        self.pass_cost = pass_cost
+
+    def __call__(self, iterations=None, snapshots=None) -> float:
+        if iterations is None:
+            iterations = int(self.gan.game_optimizers[0].iterations.numpy())
+        if snapshots is None:
+            svre = self.gan.svre_optimizers
+            snapshots = int(svre[0].snapshots_taken.numpy()) if svre else 0
+        return iterations * self.per_iteration + snapshots * self.pass_cost
+
+
+class StopAtBudget(keras.callbacks.Callback):
+    """Stops training once the count of gradient evaluations reaches a budget."""
+
+    def __init__(self, count: GradientEvaluationCount, budget: float):
+        super().__init__()
+        self.count = count
+        self.budget = budget
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.count() >= self.budget:
+            self.model.stop_training = True
+
+
+def load_data(args, seed):
+    return data.load(
+        batch_size=args.batch_size,
+        snapshot_batch_size=args.snapshot_batch_size,
+        seed=seed,
+    )
+
+
+def train_one(method, seed, args, classifiers):
+    """Trains one method with one seed; returns its record (curve and totals)."""
+    settings = METHODS[method]
+    # Everything seeded from here, pipelines included (their shuffle seeds
+    # combine TF's global seed with their own), and pipelines of the run's
+    # own: creating an iterator on a shuffled tf.data pipeline advances its
+    # shuffle seed, so sharing one across runs (or with the measurement)
+    # would make a run depend on what ran before it.
+    keras.utils.set_random_seed(seed)
+    finite_sum = load_data(args, seed)
+    probe = load_data(args, seed + 10_000).train
+    generator, discriminator = models.get_networks("mnist_dcgan", width=args.width)
+    gan = keras_svre.GAN(
+        generator,
+        discriminator,
+        num_examples=finite_sum.num_examples,
+        ema_decay=args.ema_decay,
+        seed=seed,
+    )
+    kwargs = {k: v for k, v in settings.items() if k not in ("label",)}
+    gan.compile(optimizer=optimizers.get(method, **kwargs))
+    pass_cost = finite_sum.num_examples / finite_sum.batch_size
+    count = GradientEvaluationCount(gan, pass_cost)
+    # Iterations between measurements, from the expected cost of an iteration
+    # (SVRE: 4 plus one pass of n evaluations every n iterations on average).
+    per_epoch = finite_sum.batches_per_epoch // gan.minibatches_per_iteration
+    expected_cost = count.per_iteration + (
+        pass_cost / finite_sum.batches_per_epoch if gan.method_family == "svre" else 0
+    )
+    every = max(1, round(args.eval_every / expected_cost))
+    evaluation = GeneratorEvaluation(
+        every,
+        real_images=finite_sum.snapshot,
+        classifier=classifiers,
+        num_samples=args.num_samples,
+        seed=seed,
+        monitor="is_current_paper",
+    )
+    variance = GradientVariance(probe, every, num_batches=10)
+    callbacks = [StopAtBudget(count, args.budget), variance, evaluation]
+    fit_kwargs = {}
+    if gan.method_family == "svre":
+        fit_kwargs["snapshot_data"] = finite_sum.snapshot
+    start = time.time()
+    gan.fit(
+        finite_sum.train,
+        epochs=10**6,
+        steps_per_epoch=per_epoch,
+        callbacks=callbacks,
+        verbose=0,
+        **fit_kwargs,
+    )
+    seconds = time.time() - start
+    measured_seconds = sum(
+        r.get("measure_seconds", 0.0) for r in evaluation.records + variance.records
+    )
+    variance_by_iteration = {r["iteration"]: r for r in variance.records}
+    curve = []
+    for record in evaluation.records:
+        point = dict(record)
+        point["evaluations"] = count(record["iteration"], record.get("snapshots", 0))
+        for key, value in variance_by_iteration.get(record["iteration"], {}).items():
+            point.setdefault(key, value)
+        curve.append(point)
+    iterations = int(gan.game_optimizers[0].iterations.numpy())
+    svre = gan.svre_optimizers
+    return {
+        "method": method,
+        "seed": seed,
+        "iterations": iterations,
+        "snapshots": int(svre[0].snapshots_taken.numpy()) if svre else 0,
+        "evaluations": count(),
+        "evaluate_every_iterations": every,
+        "seconds": round(seconds, 1),
+        "measurement_seconds": round(measured_seconds, 1),
+        "curve": curve,
+    }
+
+
+def summarize(runs, methods):
+    """Final and best values per method: mean, std and values over seeds."""
+
+    def stats(values):
+        values = [v for v in values if v is not None and math.isfinite(v)]
+        if not values:
+            return None
+        return {
+            "mean": float(np.mean(values)),
+            "std": float(np.std(values)),
+            "values": [round(v, 4) for v in values],
+        }
+
+    summary = {}
+    for method in methods:
+        mine = [r for r in runs if r["method"] == method]
+        if not mine:
+            continue
+        final, best = {}, {}
+        for key in SUMMARY_KEYS:
+            # The last value measured (the gradient variance is measured on
+            # the regular schedule only, not again at the budget's end).
+            final[key] = stats([_last(r["curve"], key) for r in mine])
+            if key.startswith(("is_", "fid_")):
+                pick = max if key.startswith("is_") else min
+                trained = [
+                    [p.get(key) for p in r["curve"] if p["iteration"] > 0] for r in mine
+                ]
+                best[key] = stats(
+                    [
+                        pick((v for v in values if v is not None), default=None)
+                        for values in trained
+                    ]
+                )
+        summary[method] = {
+            "label": METHODS[method]["label"],
+            "seeds": [r["seed"] for r in mine],
+            "iterations": stats([r["iterations"] for r in mine]),
+            "evaluations": stats([r["evaluations"] for r in mine]),
+            "snapshots": stats([r["snapshots"] for r in mine]),
+            "seconds": stats([r["seconds"] for r in mine]),
+            "final": final,
+            "best": best,
+        }
+    return summary
+
+
+def plot(runs, methods, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("is_current_paper", "Inception Score (paper's MLP), current G", False),
+        ("fid_current_project", "FID (project classifier), current G", True),
+        ("grad_variance_generator", "generator: E||d - mean d||^2", True),
+    ]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (key, title, log_scale), axis in zip(panels, axes):
+        for color, method in zip(colors, methods):
+            mine = [r for r in runs if r["method"] == method]
+            if not mine:
+                continue
+            curves = [_points(r["curve"], key) for r in mine]
+            for x, y in curves:
+                axis.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
+            # The mean over seeds of the k-th measurement (SVRE's random
+            # snapshots move its x a little from seed to seed).
+            length = min(len(x) for x, _ in curves)
+            x = np.mean([x[:length] for x, _ in curves], axis=0)
+            y = np.mean([y[:length] for _, y in curves], axis=0)
+            axis.plot(x, y, color=color, linewidth=2, label=METHODS[method]["label"])
+        axis.set_xlabel("minibatch gradient evaluations")
+        axis.set_title(title)
+        if log_scale:
+            axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+    axes[0].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _last(curve, key):
+    values = [p[key] for p in curve if p.get(key) is not None]
+    return values[-1] if values else None
+
+
+def _points(curve, key):
+    points = [(p["evaluations"], p[key]) for p in curve if p.get(key) is not None]
+    return [x for x, _ in points], [y for _, y in points]
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=2000,
+        help="minibatch gradient evaluations per run (the paper: 2e4)",
+    )
+    parser.add_argument(
+        "--width", type=int, default=8, help="network width (paper: 64)"
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--methods", nargs="+", default=list(METHODS), choices=list(METHODS)
+    )
+    parser.add_argument("--batch-size", type=int, default=50, help="the paper's: 50")
+    parser.add_argument("--snapshot-batch-size", type=int, default=500)
+    parser.add_argument(
+        "--eval-every",
+        type=float,
+        default=None,
+        help="gradient evaluations between measurements (default: budget / 4)",
+    )
+    parser.add_argument(
+        "--num-samples", type=int, default=2000, help="generated images per score"
+    )
+    parser.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.99,
+        help="EMA of the generator (short runs need a short horizon)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="TensorFlow intra-op threads (0: TF's default); 1 was fastest for "
+        "these small networks on 2 shared cores",
+    )
+    parser.add_argument(
+        "--reference-classifier",
+        default=str(REFERENCE_CLASSIFIER),
+        help="the paper's MNIST MLP (.npz), read in place",
+    )
+    parser.add_argument(
+        "--out",
+        default=str(REPOSITORY / "benchmarks" / "results" / "quality_mnist"),
+        help="output path without suffix (.json and .png are written)",
+    )
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="only recompute the summary and plot of an existing <out>.json",
+    )
+    return parser
+
+
+def replot(out):
+    """Recomputes the summary and the plot of an existing result file."""
+    result = json.loads(out.with_suffix(".json").read_text())
+    methods = list(result["config"]["methods"])
+    result["summary"] = summarize(result["runs"], methods)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    plot(result["runs"], methods, out.with_suffix(".png"))
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    out = pathlib.Path(args.out)
+    if args.replot:
+        replot(out)
+        return
+    if args.eval_every is None:
+        args.eval_every = args.budget / 4
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    classifiers = {
+        "paper": metrics.reference_mnist_classifier(args.reference_classifier),
+        "project": metrics.load_mnist_classifier(),
+    }
+    finite_sum = load_data(args, args.seeds[0])
+    config = {
+        "command": "python benchmarks/quality_mnist.py " + " ".join(sys.argv[1:]),
+        "dataset": f"{finite_sum.name} ({finite_sum.num_examples} digits)",
+        "networks": f"mnist_dcgan, width {args.width}",
+        "budget": args.budget,
+        "batch_size": args.batch_size,
+        "snapshot_batch_size": args.snapshot_batch_size,
+        "snapshot_pass_cost": finite_sum.num_examples / finite_sum.batch_size,
+        "cost_per_iteration": {"adam": 1, "se-a": 2, "svre": 4, "svre-vrad": 4},
+        "methods": {m: METHODS[m] for m in args.methods},
+        "seeds": args.seeds,
+        "eval_every": args.eval_every,
+        "num_samples": args.num_samples,
+        "ema_decay": args.ema_decay,
+        "threads": args.threads,
+        "classifiers": {
+            "paper": "SVRE paper's MLP 784-256-256-10 (../shared/reference)",
+            "project": "saved_models/mnist_classifier.keras",
+        },
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared)",
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    runs = []
+    started = time.time()
+    # Seed-major order: an interrupted run still has every method per seed.
+    for seed in args.seeds:
+        for method in args.methods:
+            run = train_one(method, seed, args, classifiers)
+            runs.append(run)
+            last = run["curve"][-1]
+            print(
+                f"{method:10s} seed {seed}: {run['iterations']} iterations, "
+                f"{run['evaluations']:.0f} evaluations, {run['seconds']:.0f} s; "
+                f"IS paper {last['is_current_paper']:.2f} (ema "
+                f"{last['is_ema_paper']:.2f}), IS project "
+                f"{last['is_current_project']:.2f}, FID "
+                f"{last['fid_current_project']:.1f}",
+                flush=True,
+            )
+            result = {
+                "config": config,
+                "total_seconds": round(time.time() - started, 1),
+                "summary": summarize(runs, args.methods),
+                "runs": runs,
+            }
+            out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+            plot(runs, args.methods, out.with_suffix(".png"))
+    print(json.dumps({m: _headline(s) for m, s in result["summary"].items()}))
+
+
+def _headline(summary):
+    final = summary["final"]
+    return {
+        key: round(final[key]["mean"], 3)
+        for key in ("is_current_paper", "is_current_project", "fid_current_project")
+        if final.get(key)
+    }
+
+
+if __name__ == "__main__":
+    main()
