@@ -232,6 +232,9 @@ class Game(keras.Model):
             opt.build([self._game_variables[i] for i in indices])
             self._groups.append((opt, indices))
         self._loss_trackers = {n: keras.metrics.Mean(name=f"{n}_loss") for n in names}
+        self._loss_scales = {
+            n: opt.scale_loss for opt, members in groups for n in members
+        }
         self._compile_args = {
             "update_point": update_point,
             "one_minibatch": self.one_minibatch,
@@ -314,11 +317,15 @@ class Game(keras.Model):
             mapping = list(zip(self._game_variables, point))
             with keras.StatelessScope(state_mapping=mapping) as scope:
                 losses = self.compute_player_losses(data, training=True)
+            # Each player's loss scaled by its optimizer's `loss_scale_factor`
+            # (mixed precision), which the optimizer divides out again in
+            # `extrapolate` and `apply`.
+            scaled = {name: self._loss_scales[name](losses[name]) for name in players}
         gradients = [None] * len(point)
         for name in players:
             lo, hi = self._player_ranges[name]
             grads = tape.gradient(
-                losses[name],
+                scaled[name],
                 point[lo:hi],
                 unconnected_gradients=tf.UnconnectedGradients.ZERO,
             )

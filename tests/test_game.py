@@ -286,3 +286,16 @@ def test_save_load_then_train_equals_uninterrupted(tmp_path):
     loaded.fit(data(), snapshot_data=snapshot, epochs=1, verbose=0)
     np.testing.assert_allclose(loaded.x.numpy(), straight.x.numpy(), rtol=1e-12)
     np.testing.assert_allclose(loaded.y.numpy(), straight.y.numpy(), rtol=1e-12)
+
+
+def test_loss_scale_factor_is_applied_and_divided_out():
+    """Mixed-precision loss scaling changes nothing in exact arithmetic."""
+    minibatches = minibatch_order(10, 2)
+    results = []
+    for scale in (None, 128.0):
+        game = make_game()
+        opt = keras_svre.SVRE(0.1, restart_probability=0.3, loss_scale_factor=scale)
+        train(game, opt, minibatches)
+        results.append((game.x.numpy(), game.y.numpy()))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-12)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-12)
