@@ -244,8 +244,27 @@ def summarize(runs, methods):
             "seconds": stats([r["seconds"] for r in mine]),
             "final": final,
             "best": best,
+            # The gradient noise along the whole run: median, min and max
+            # over every measurement of every seed.
+            "measured": {
+                key: _spread([p.get(key) for r in mine for p in r["curve"]])
+                for key in SUMMARY_KEYS
+                if key.startswith("grad_")
+            },
         }
     return summary
+
+
+def _spread(values):
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return None
+    return {
+        "median": float(np.median(values)),
+        "min": float(np.min(values)),
+        "max": float(np.max(values)),
+        "count": len(values),
+    }
 
 
 def plot(runs, methods, path):
@@ -257,7 +276,11 @@ def plot(runs, methods, path):
     panels = [
         ("is_current_paper", "Inception Score (paper's MLP), current G", False),
         ("fid_current_project", "FID (project classifier), current G", True),
-        ("grad_variance_generator", "generator: E||d - mean d||^2", True),
+        (
+            "grad_variance_generator",
+            "generator's gradient estimate: E||d - mean d||^2",
+            True,
+        ),
     ]
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -270,10 +293,12 @@ def plot(runs, methods, path):
             for x, y in curves:
                 axis.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
             # The mean over seeds of the k-th measurement (SVRE's random
-            # snapshots move its x a little from seed to seed).
+            # snapshots move its x a little from seed to seed); geometric on
+            # log axes, where one seed's outlier would dominate.
             length = min(len(x) for x, _ in curves)
             x = np.mean([x[:length] for x, _ in curves], axis=0)
-            y = np.mean([y[:length] for _, y in curves], axis=0)
+            y = np.array([y[:length] for _, y in curves])
+            y = np.exp(np.mean(np.log(y), axis=0)) if log_scale else y.mean(axis=0)
             axis.plot(x, y, color=color, linewidth=2, label=METHODS[method]["label"])
         axis.set_xlabel("minibatch gradient evaluations")
         axis.set_title(title)
