@@ -182,14 +182,16 @@ class GuardedCheckpoint(keras.callbacks.Callback):
     def _weights_finite(self):
         return all(np.all(np.isfinite(v.numpy())) for v in self.model.weights)
 
-    def _stop(self):
-        self.nonfinite_step = self._step
+    def _stop(self, failed=None):
+        self.nonfinite_step = self._step if failed is None else failed
         self.model.stop_training = True
 
     def on_train_batch_end(self, batch, logs=None):
         previous, self._step = self._step, self._iterations()
         if not self._finite(logs):
-            self._stop()
+            # A game skips a non-finite iteration (its count does not
+            # advance): the failing one is the next.
+            self._stop(self._step + 1 if self._step == previous else self._step)
             return
         if self.every_steps and (
             self._step // self.every_steps > previous // self.every_steps

@@ -31,6 +31,7 @@ RUN_OPTIONS = (
     "snapshot_batch_size",
     "take",
     "seed",
+    "mixed_precision",
 )
 # These may be changed on resume, to train a run for longer.
 LENGTH_OPTIONS = ("epochs", "steps")
@@ -144,6 +145,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--seed", type=int, default=d["seed"])
     train.add_argument("--jit", action="store_true", help="compile steps with XLA")
+    train.add_argument(
+        "--mixed-precision",
+        default=None,
+        choices=["float16", "bfloat16"],
+        help="compute in float16 (GPUs; the game scales the losses dynamically, "
+        "skipping iterations whose gradients overflow) or bfloat16 (TPUs, recent "
+        "CPUs); the weights stay float32",
+    )
     train.add_argument(
         "--deterministic",
         action="store_true",
@@ -341,6 +350,7 @@ def train(args) -> dict:
         except ValueError as e:
             raise UsageError(str(e)) from None
 
+    _set_precision(args)
     with strategy.scope():
         if args.resume:
             gan = _load_checkpoint(out / "checkpoint.keras", finite_sum)
@@ -385,16 +395,19 @@ def train(args) -> dict:
         # An epoch run to its end reads its stream to the end (the stream's
         # cache is then complete, and no truncation warning is printed).
         to_end = (epoch + 1) * per_epoch <= total
-        gan.fit(
-            train_data,
-            initial_epoch=epoch,
-            epochs=epoch + 1,
-            steps_per_epoch=None if to_end else steps,
-            callbacks=cbs,
-            verbose=args.verbose,
-            shuffle=False,
-            **fit_kwargs,
-        )
+        try:
+            gan.fit(
+                train_data,
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                steps_per_epoch=None if to_end else steps,
+                callbacks=cbs,
+                verbose=args.verbose,
+                shuffle=False,
+                **fit_kwargs,
+            )
+        except callbacks.NonFiniteLossError:
+            break  # `guard` knows the iteration; reported below.
         previous, iteration = iteration, _iterations(gan)
         if guard.nonfinite_step is not None or iteration == previous:
             break
@@ -430,6 +443,16 @@ def train(args) -> dict:
     print(json.dumps(summary))
     print(_where_the_run_is(out, args))
     return summary
+
+
+def _set_precision(args):
+    """Keras' global dtype policy for the networks and the game (`--mixed-precision`)."""
+    import keras
+
+    policy = (
+        "float32" if args.mixed_precision is None else f"mixed_{args.mixed_precision}"
+    )
+    keras.mixed_precision.set_global_policy(policy)
 
 
 def _iterations(gan) -> int:
@@ -640,11 +663,13 @@ def _restore_run_options(args, out):
     conflicts = []
     for key in RUN_OPTIONS:
         given = getattr(args, key)
-        if given != defaults[key] and given != saved[key]:
+        # Options added since the run started have their default there.
+        recorded = saved.get(key, defaults[key])
+        if given != defaults[key] and given != recorded:
             conflicts.append(
-                f"--{key.replace('_', '-')} {given} (the run has {saved[key]})"
+                f"--{key.replace('_', '-')} {given} (the run has {recorded})"
             )
-        setattr(args, key, saved[key])
+        setattr(args, key, recorded)
     if conflicts:
         raise UsageError(
             "--resume continues a run with its own settings; these differ: "

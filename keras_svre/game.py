@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from keras_svre import distribute
+from keras_svre.callbacks import NonFiniteLossError
 from keras_svre.optimizers import SVRE, Extragradient
 
 UPDATE_POINTS = ("extrapolated", "opponent_extrapolated")
@@ -176,12 +179,16 @@ class Game(keras.Model):
 
         if optimizer is not None:
             optimizer = keras.optimizers.get(optimizer)
-            groups = [(optimizer, names)]
+            given = [(optimizer, names)]
         else:
-            groups = [
+            given = [
                 (keras.optimizers.get(player_optimizers[f"{n}_optimizer"]), [n])
                 for n in names
             ]
+        dynamic_scaling = self._dynamic_loss_scaling([opt for opt, _ in given])
+        # A `LossScaleOptimizer` is recognised: the game runs its dynamic
+        # scaling (below) and the method is its inner optimizer's.
+        groups = [(_unwrap(opt), members) for opt, members in given]
         optimizers = [opt for opt, _ in groups]
         if len({id(o) for o in optimizers}) != len(optimizers):
             raise ValueError(
@@ -206,6 +213,10 @@ class Game(keras.Model):
             optimizer=optimizers[0],
             jit_compile=jit_compile,
             steps_per_execution=steps_per_execution,
+            # Keras would wrap the optimizer in a LossScaleOptimizer under
+            # mixed_float16, which the game's own step never calls: the game
+            # scales the losses itself (`_dynamic_loss_scaling`).
+            auto_scale_loss=False,
         )
         self._game_optimizers = optimizers
         self.update_point = update_point
@@ -232,9 +243,19 @@ class Game(keras.Model):
             opt.build([self._game_variables[i] for i in indices])
             self._groups.append((opt, indices))
         self._loss_trackers = {n: keras.metrics.Mean(name=f"{n}_loss") for n in names}
-        self._loss_scales = {
-            n: opt.scale_loss for opt, members in groups for n in members
-        }
+        # `loss`: the sum of the players' losses. It means little by itself,
+        # but it is non-finite when any player's loss is or when an iteration
+        # was skipped for non-finite gradients, so that Keras' own
+        # `TerminateOnNaN` (which reads `logs["loss"]`) works on games.
+        self._total_loss_tracker = keras.metrics.Mean(name="loss")
+        self._dynamic_scaling = dynamic_scaling
+        if dynamic_scaling is not None:
+            self._make_loss_scale_state(dynamic_scaling["initial_scale"])
+            self._loss_scales = {n: self._scale_loss for n in names}
+        else:
+            self._loss_scales = {
+                n: opt.scale_loss for opt, members in groups for n in members
+            }
         self._compile_args = {
             "update_point": update_point,
             "one_minibatch": self.one_minibatch,
@@ -244,8 +265,78 @@ class Game(keras.Model):
         if optimizer is not None:
             self._compile_optimizers = {"optimizer": optimizer}
         else:
-            self._compile_optimizers = {f"{n}_optimizer": opt for (opt, (n,)) in groups}
+            self._compile_optimizers = {f"{n}_optimizer": opt for (opt, (n,)) in given}
         self.built = True
+
+    def _dynamic_loss_scaling(self, optimizers):
+        """The dynamic loss scaling the game runs, or `None`.
+
+        On when the optimizers are wrapped in `keras.optimizers.
+        LossScaleOptimizer` (its `initial_scale` and `dynamic_growth_steps`),
+        or when the game's dtype policy is `mixed_float16` and no optimizer
+        has an explicit `loss_scale_factor` (Keras' defaults). An explicit
+        `loss_scale_factor` is a fixed scale and is kept.
+        """
+        wrapped = [o for o in optimizers if isinstance(o, _LossScaleOptimizer)]
+        if wrapped:
+            if len(wrapped) != len(optimizers):
+                raise ValueError(
+                    "Either every player's optimizer is wrapped in a "
+                    "`LossScaleOptimizer` or none is: the game scales all "
+                    "players' losses with one dynamic scale. Received "
+                    f"{len(wrapped)} wrapped of {len(optimizers)}."
+                )
+            settings = {(o.initial_scale, o.dynamic_growth_steps) for o in wrapped}
+            if len(settings) > 1:
+                raise ValueError(
+                    "The players' `LossScaleOptimizer`s must have the same "
+                    "`initial_scale` and `dynamic_growth_steps` (the game keeps "
+                    f"one dynamic scale). Received: {sorted(settings)}."
+                )
+            initial_scale, growth_steps = settings.pop()
+        elif self.dtype_policy.name == "mixed_float16" and all(
+            o.loss_scale_factor is None for o in optimizers
+        ):
+            initial_scale, growth_steps = 2.0**15, 2000
+        else:
+            return None
+        if not initial_scale > 0 or int(growth_steps) < 1:
+            raise ValueError(
+                "Dynamic loss scaling needs `initial_scale > 0` and "
+                "`dynamic_growth_steps >= 1`. Received: "
+                f"initial_scale={initial_scale}, "
+                f"dynamic_growth_steps={growth_steps}."
+            )
+        return {
+            "initial_scale": float(initial_scale),
+            "growth_steps": int(growth_steps),
+        }
+
+    def _make_loss_scale_state(self, initial_scale):
+        """The dynamic loss scale and its count of good steps, saved with the game."""
+        if getattr(self, "loss_scale", None) is not None:
+            return
+        self.loss_scale = self.add_weight(
+            shape=(),
+            dtype="float32",
+            initializer=keras.initializers.Constant(initial_scale),
+            trainable=False,
+            name="loss_scale",
+            aggregation="only_first_replica",
+        )
+        self.loss_scale_good_steps = self.add_weight(
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
+            name="loss_scale_good_steps",
+            aggregation="only_first_replica",
+        )
+
+    @property
+    def dynamic_loss_scaling(self) -> bool:
+        """Whether the game runs dynamic loss scaling (mixed_float16)."""
+        return getattr(self, "_dynamic_scaling", None) is not None
 
     @staticmethod
     def _family(optimizer):
@@ -273,7 +364,11 @@ class Game(keras.Model):
     @property
     def metrics(self):
         trackers = getattr(self, "_loss_trackers", None) or {}
-        return list(trackers.values())
+        total = getattr(self, "_total_loss_tracker", None)
+        return ([total] if total is not None else []) + list(trackers.values())
+
+    def _scale_loss(self, loss):
+        return loss * ops.cast(self.loss_scale, loss.dtype)
 
     @property
     def game_optimizers(self) -> list:
@@ -329,6 +424,10 @@ class Game(keras.Model):
                 point[lo:hi],
                 unconnected_gradients=tf.UnconnectedGradients.ZERO,
             )
+            if self.dynamic_loss_scaling:
+                # The dynamic scale is the game's: it unscales here (a fixed
+                # `loss_scale_factor` is divided out by the optimizers).
+                grads = [g / ops.cast(self.loss_scale, g.dtype) for g in grads]
             gradients[lo:hi] = grads
         del tape
         if commit_state:
@@ -454,27 +553,110 @@ class Game(keras.Model):
         first = _take(data, 0) if k > 1 else data
         second = _take(data, 1) if k > 1 else data
 
+        # Every gradient the iteration computes: if any is non-finite, the
+        # whole iteration (extrapolation included) is skipped.
+        computed = []
         if self.method_family == "svre":
             snapshot = self._snapshot_point()
             g_snap, _ = self._gradients_at(first, snapshot)
             g, losses = self._gradients_at(first, self._current_point(), True)
+            computed += [g_snap, g]
             half = self._extrapolate(self._variance_reduced(g, g_snap))
             if not self.one_minibatch:
                 g_snap, _ = self._gradients_at(second, snapshot)
+                computed.append(g_snap)
             g_half = self._update_field(second, half)
-            self._apply(self._variance_reduced(g_half, g_snap))
+            computed.append(g_half)
+            directions = self._variance_reduced(g_half, g_snap)
         elif self.method_family == "extragradient":
             g, losses = self._gradients_at(first, self._current_point(), True)
             half = self._extrapolate(g)
-            self._apply(self._update_field(second, half))
+            directions = self._update_field(second, half)
+            computed += [g, directions]
         else:
             g, losses = self._gradients_at(first, self._current_point(), True)
-            self._apply(g)
+            directions = g
+            computed.append(g)
+        finite_losses = _all_finite(list(losses.values()))
+        finite = tf.logical_and(
+            finite_losses, _all_finite([t for grads in computed for t in grads])
+        )
+        self._apply_if_finite(directions, finite)
 
-        for name, tracker in self._loss_trackers.items():
-            tracker.update_state(losses[name])
+        for name in self._player_names:
+            self._loss_trackers[name].update_state(losses[name])
+        total = tf.add_n([ops.cast(losses[n], "float32") for n in self._player_names])
+        if self.dynamic_loss_scaling:
+            # An overflow of the scaled gradients is not an error: the
+            # iteration is skipped and the scale halved. Non-finite losses are.
+            nan = tf.constant(float("nan"), total.dtype)
+            total = tf.where(finite_losses, total, nan)
+        else:
+            total = tf.where(finite, total, tf.constant(float("nan"), total.dtype))
+        self._total_loss_tracker.update_state(total)
         # Shape-[1] logs under multi-worker training (keras-team/keras#20585).
         return distribute.logs_for_reduction({m.name: m.result() for m in self.metrics})
+
+    def _apply_if_finite(self, directions, finite):
+        """Applies the iteration's update if `finite`; else skips it.
+
+        Skipping leaves the weights, the optimizers' state and their
+        iteration counts as they were (non-trainable state the forward pass
+        produced, e.g. BatchNorm's moving statistics, is kept, as under
+        Keras' `LossScaleOptimizer`). With dynamic loss scaling, a skipped
+        iteration halves the scale and `growth_steps` applied ones in a row
+        double it.
+        """
+
+        def apply():
+            self._apply(directions)
+            self._after_update()
+            if self.dynamic_loss_scaling:
+                grown = self.loss_scale_good_steps + 1
+                grow = grown >= self._dynamic_scaling["growth_steps"]
+                self.loss_scale.assign(
+                    tf.where(grow, self.loss_scale * 2.0, self.loss_scale)
+                )
+                self.loss_scale_good_steps.assign(
+                    tf.where(grow, tf.zeros_like(grown), grown)
+                )
+            return tf.constant(True)
+
+        def skip():
+            if self.dynamic_loss_scaling:
+                self.loss_scale.assign(self.loss_scale * 0.5)
+                self.loss_scale_good_steps.assign(
+                    tf.zeros_like(self.loss_scale_good_steps)
+                )
+            return tf.constant(False)
+
+        context = tf.distribute.get_replica_context()
+        strategy = tf.distribute.get_strategy()
+        if context is None or strategy.num_replicas_in_sync == 1:
+            tf.cond(finite, apply, skip)
+            return
+
+        # Keras' optimizers merge across replicas inside `apply`, which a
+        # `cond` in replica context cannot hold: decide in cross-replica
+        # context (every replica has the same `finite`, the gradients being
+        # all-reduced), as Keras' LossScaleOptimizer does.
+        def decide(distribution, finite):
+            first = distribution.experimental_local_results(finite)[0]
+
+            def apply_on_replicas():
+                distribution.extended.call_for_each_replica(apply)
+                return tf.constant(True)
+
+            def skip_on_replicas():
+                distribution.extended.call_for_each_replica(skip)
+                return tf.constant(False)
+
+            return tf.cond(first, apply_on_replicas, skip_on_replicas)
+
+        context.merge_call(decide, args=(finite,))
+
+    def _after_update(self):
+        """Hook: runs after each applied iteration (not after a skipped one)."""
 
     # ------------------------------------------------------------------ #
     # Snapshots.
@@ -619,19 +801,168 @@ class Game(keras.Model):
             )
         if y is not None:
             raise ValueError("`y` is not used by a Game: put all the data in `x`.")
-        callbacks = list(callbacks or [])
+        k = self.minibatches_per_iteration
+        # Everything that can be checked is, before any training (or
+        # snapshot pass) starts.
+        self.check_data(x, "training dataset")
+        n = int(x.cardinality())
+        if 0 <= n < k:
+            raise ValueError(
+                f"One iteration of this method uses {k} minibatches but the "
+                f"training dataset has {n}: give more data or a smaller batch size."
+            )
+        validation = kwargs.get("validation_data")
+        if validation is not None:
+            if not isinstance(validation, tf.data.Dataset):
+                raise TypeError(
+                    "A Game's `validation_data` must be a `tf.data.Dataset` of "
+                    "minibatches like the training data. Received: "
+                    f"{type(validation).__name__}."
+                )
+            self.check_data(validation, "validation dataset")
+        callbacks = self._game_callbacks(callbacks)
         if self.method_family == "svre":
             snapshot_data = x if snapshot_data is None else snapshot_data
             _check_finite(snapshot_data)
+            self.check_data(snapshot_data, "snapshot dataset")
             schedule = SnapshotSchedule(snapshot_data, self._restart_probability(x))
             callbacks.insert(0, schedule)
         elif snapshot_data is not None:
             raise ValueError("`snapshot_data` is only used by SVRE.")
-        k = self.minibatches_per_iteration
         if k > 1:
             x = x.batch(k, drop_remainder=True).map(_swap_minibatch_axis)
         x = distribute.shard_by_data(x)  # Keeps the finite-sum indices (multi-worker).
-        return super().fit(x, callbacks=callbacks, **kwargs)
+        with self._explained_data_errors(k):
+            return super().fit(x, callbacks=callbacks, **kwargs)
+
+    def evaluate(self, x=None, y=None, **kwargs):
+        """Each player's loss on held-out minibatches (see `test_step`)."""
+        if self._groups is None:
+            raise RuntimeError("Compile the game before evaluating it.")
+        if not isinstance(x, tf.data.Dataset):
+            raise TypeError(
+                "A Game evaluates on a `tf.data.Dataset` of minibatches like its "
+                f"training data. Received: {type(x).__name__}."
+            )
+        if y is not None:
+            raise ValueError("`y` is not used by a Game: put all the data in `x`.")
+        self.check_data(x, "evaluation dataset")
+        with self._explained_data_errors(1):
+            return super().evaluate(x, **kwargs)
+
+    def test_step(self, data):
+        """The players' losses on one held-out minibatch; nothing is updated."""
+        losses = self.compute_evaluation_losses(data)
+        for name in self._player_names:
+            self._loss_trackers[name].update_state(losses[name])
+        total = tf.add_n([ops.cast(losses[n], "float32") for n in self._player_names])
+        self._total_loss_tracker.update_state(total)
+        return distribute.logs_for_reduction({m.name: m.result() for m in self.metrics})
+
+    def compute_evaluation_losses(self, data) -> dict:
+        """Each player's loss on a held-out minibatch (inference mode).
+
+        Defaults to `compute_player_losses(data, training=False)`; a game
+        whose losses depend on training-only state (the GAN's noise bank,
+        indexed by training example) overrides it.
+        """
+        return self.compute_player_losses(data, training=False)
+
+    def check_data(self, dataset, what: str) -> None:
+        """Refuses, in one sentence, a dataset this game cannot train on.
+
+        `Game` checks that the dataset is not empty; subclasses add checks of
+        the elements' structure (see `GAN.check_data`).
+
+        Args:
+            dataset: A `tf.data.Dataset` of minibatches.
+            what: How to name it in the message (e.g. "training dataset").
+        """
+        if int(dataset.cardinality()) == 0:
+            raise ValueError(
+                f"The {what} is empty (0 minibatches). If it was batched with "
+                "`drop_remainder=True`, the batch size may be larger than the "
+                "number of examples."
+            )
+
+    @contextlib.contextmanager
+    def _explained_data_errors(self, k):
+        """Turns TensorFlow's errors about the data into one sentence each."""
+        try:
+            yield
+        except tf.errors.InvalidArgumentError as e:
+            text = str(e)
+            if k > 1 and "Cannot batch tensors with different shapes" in text:
+                raise ValueError(
+                    f"This method stacks {k} consecutive minibatches per "
+                    "iteration, so all training minibatches must have the same "
+                    "size, but one is smaller (the last, batched without "
+                    "`drop_remainder=True`). Batch the training data with "
+                    "`.batch(batch_size, drop_remainder=True)`; the snapshot data "
+                    "may keep its remainder."
+                ) from None
+            for marker, message in self._data_error_messages().items():
+                if marker in text:
+                    raise ValueError(message) from None
+            raise
+
+    def _data_error_messages(self) -> dict:
+        """`{marker in a TensorFlow error: the sentence that explains it}`."""
+        return {}
+
+    # ------------------------------------------------------------------ #
+    # Callbacks that assume one optimizer, and non-finite values.
+    # ------------------------------------------------------------------ #
+    @property
+    def learning_rate(self):
+        """The first player's learning rate; setting it scales every player's.
+
+        Keras' callbacks (`LearningRateScheduler`, `ReduceLROnPlateau`) read
+        and write `model.optimizer.learning_rate`, which is the first
+        optimizer's. `Game.fit` hands them every player's optimizer instead
+        (each is scheduled from its own rate). Setting this property sets the
+        first optimizer's rate to `value` and multiplies the others' by the
+        same factor, so the players' ratios are kept.
+        """
+        return self._groups[0][0].learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        first = float(ops.convert_to_numpy(self._groups[0][0].learning_rate))
+        factor = float(value) / first
+        for opt, _ in self._groups:
+            current = float(ops.convert_to_numpy(opt.learning_rate))
+            opt.learning_rate = current * factor
+
+    @property
+    def player_learning_rates(self) -> dict:
+        """`{player: learning rate}` (players sharing an optimizer share one)."""
+        rates = {}
+        for opt, indices in self._groups:
+            for name, (lo, _) in self._player_ranges.items():
+                if lo in indices:
+                    rates[name] = float(ops.convert_to_numpy(opt.learning_rate))
+        return rates
+
+    def _game_callbacks(self, callbacks):
+        callbacks = list(callbacks or [])
+        for i, callback in enumerate(callbacks):
+            if getattr(callback, "mode", None) == "auto" and isinstance(
+                getattr(callback, "monitor", None), str
+            ):
+                # A game's losses are minimised: say so, as Keras' compiled
+                # losses do, so `mode` need not be given.
+                if callback.monitor.removeprefix("val_") in self._loss_names():
+                    callback.mode = "min"
+            if len(self._groups) > 1 and isinstance(callback, _LR_CALLBACKS):
+                callbacks[i] = _EveryPlayer(callback)
+        # Last, so that the user's callbacks (checkpoints, TerminateOnNaN)
+        # see the failing batch first.
+        callbacks.append(_StopOnNonFinite())
+        return callbacks
+
+    def _loss_names(self):
+        return ["loss"] + [f"{name}_loss" for name in self._player_names]
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras' TensorFlow trainer builds a model from its first batch before
@@ -655,6 +986,120 @@ class Game(keras.Model):
                 "dataset of known length."
             )
         return 1.0 / n
+
+
+_LR_CALLBACKS = (
+    keras.callbacks.LearningRateScheduler,
+    keras.callbacks.ReduceLROnPlateau,
+)
+
+
+class _AllOptimizers:
+    """What Keras' learning-rate callbacks look for to act on several optimizers."""
+
+    def __init__(self, optimizers):
+        self.optimizers = list(optimizers)
+
+    @property
+    def learning_rate(self):
+        return self.optimizers[0].learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        for opt in self.optimizers:
+            opt.learning_rate = value
+
+
+class _GameView:
+    """The game, except that `optimizer` is every player's optimizer."""
+
+    def __init__(self, game):
+        object.__setattr__(self, "_game", game)
+        object.__setattr__(self, "optimizer", _AllOptimizers(game.game_optimizers))
+
+    def __getattr__(self, name):
+        return getattr(self._game, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._game, name, value)
+
+
+class _EveryPlayer(keras.callbacks.Callback):
+    """Runs a learning-rate callback on every player's optimizer.
+
+    `LearningRateScheduler` and `ReduceLROnPlateau` act on each optimizer in
+    `model.optimizer.optimizers` when there is such a list; this gives them
+    one, through a view of the game.
+    """
+
+    def __init__(self, callback):
+        super().__init__()
+        self.callback = callback
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.callback.set_model(_GameView(model))
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.callback.set_params(params)
+
+
+def _forward(hook):
+    def method(self, *args, **kwargs):
+        return getattr(self.callback, hook)(*args, **kwargs)
+
+    method.__name__ = hook
+    return method
+
+
+for _hook in [name for name in dir(keras.callbacks.Callback) if name.startswith("on_")]:
+    setattr(_EveryPlayer, _hook, _forward(_hook))
+
+
+class _StopOnNonFinite(keras.callbacks.Callback):
+    """Raises `NonFiniteLossError` when an iteration was non-finite (`Game.fit` adds it)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or np.all(np.isfinite(loss)):
+            return
+        game = self.model
+        failed = int(game.game_optimizers[0].iterations.numpy()) + 1
+        bad = [
+            name
+            for name in game._player_names
+            if not np.all(np.isfinite(logs.get(f"{name}_loss", 0.0)))
+        ]
+        what = (
+            f"the loss of {', '.join(bad)}" if bad else "a gradient"
+        ) + " was NaN or infinite"
+        weights_ok = all(np.all(np.isfinite(v.numpy())) for v in game._game_variables)
+        kept = (
+            f"the iteration was not applied: the game holds the weights after "
+            f"iteration {failed - 1}"
+            if weights_ok
+            else "the weights are already non-finite (an update overflowed): "
+            "reload a checkpoint"
+        )
+        raise NonFiniteLossError(
+            f"Training stopped at iteration {failed}: {what}; {kept}. Check the "
+            "data for NaN or infinite values, or use a smaller learning rate."
+        )
+
+
+def _all_finite(tensors):
+    checks = [tf.reduce_all(tf.math.is_finite(t)) for t in tensors if t is not None]
+    return tf.reduce_all(tf.stack(checks)) if checks else tf.constant(True)
+
+
+def _unwrap(optimizer):
+    if isinstance(optimizer, _LossScaleOptimizer):
+        return optimizer.inner_optimizer
+    return optimizer
+
+
+_LossScaleOptimizer = keras.optimizers.LossScaleOptimizer
 
 
 def _check_finite(dataset):

@@ -80,8 +80,26 @@ class GAN(Game):
                     f"The {role} must be a built Keras model (a functional model, "
                     "or a subclassed one called once on a batch)."
                 )
+        generator_latent = _input_size(generator)
         if latent_dim is None:
-            latent_dim = int(generator.input_shape[-1])
+            latent_dim = generator_latent
+        elif generator_latent is not None and int(latent_dim) != generator_latent:
+            raise ValueError(
+                f"Argument `latent_dim` ({latent_dim}) must match the generator's "
+                f"input size ({generator_latent}): leave it out (it defaults to "
+                "the generator's) or build the generator for this size. "
+                f"Received: latent_dim={latent_dim}."
+            )
+        if latent_dim is None:
+            raise ValueError(
+                "The generator's input size is unknown: pass `latent_dim=`."
+            )
+        if _ends_in_sigmoid(discriminator):
+            raise ValueError(
+                "The discriminator ends in a sigmoid, but the GAN losses take "
+                "logits (they apply the sigmoid themselves, stably): remove the "
+                "final sigmoid (e.g. `Dense(1)` without `activation='sigmoid'`)."
+            )
         if num_examples is None or int(num_examples) < 1:
             raise ValueError(
                 "`num_examples` (the number of training examples, i.e. the size of "
@@ -155,15 +173,40 @@ class GAN(Game):
 
     def latents(self, index):
         """The bank's latent vectors for example indices."""
-        return tf.gather(
-            tf.convert_to_tensor(self.noise_bank), tf.cast(index, tf.int32)
+        index = tf.cast(index, tf.int32)
+        # Checked, not left to `gather` (an error on CPU, zeros on GPU).
+        check = tf.debugging.assert_less(
+            index, self.num_examples, message=_INDEX_MESSAGE_MARKER
         )
+        with tf.control_dependencies([check]):
+            return tf.gather(tf.convert_to_tensor(self.noise_bank), index)
 
     def compute_player_losses(self, data, training=True):
         index, real = self.split_batch(data)
-        fake = self.generator(self.latents(index), training=training)
-        real_logits = self.discriminator(real, training=training)
-        fake_logits = self.discriminator(fake, training=training)
+        return self._gan_losses(real, self.latents(index), training)
+
+    def compute_evaluation_losses(self, data):
+        """The players' losses on held-out `(index, image)` minibatches.
+
+        Held-out examples have no latent vector in the bank (their indices
+        are another split's), so the generator gets fresh latents, drawn from
+        the game's seed and the minibatch's indices: the same minibatch is
+        evaluated the same way every time.
+        """
+        index, real = self.split_batch(data)
+        index = tf.cast(index, tf.int64)
+        seed = tf.stack(
+            [tf.constant(self.seed % (2**31), tf.int64), tf.reduce_sum(index)]
+        )
+        latents = tf.random.stateless_normal(
+            [tf.shape(index)[0], self.latent_dim], seed=seed
+        )
+        return self._gan_losses(real, latents, training=False)
+
+    def _gan_losses(self, real, latents, training):
+        fake = self.generator(latents, training=training)
+        real_logits = _to_float32(self.discriminator(real, training=training))
+        fake_logits = _to_float32(self.discriminator(fake, training=training))
         return {
             "generator": self.gan_loss.generator_loss(fake_logits),
             "discriminator": self.gan_loss.discriminator_loss(real_logits, fake_logits),
@@ -173,8 +216,8 @@ class GAN(Game):
         return self.generator(latents, training=training)
 
     # Training.
-    def train_step(self, data):
-        logs = super().train_step(data)
+    def _after_update(self):
+        # Only applied iterations enter the averages (not skipped ones).
         count = tf.cast(self.average_count + 1, tf.float32)
         decay = self.ema_decay
         for v, average, ema in zip(
@@ -186,26 +229,50 @@ class GAN(Game):
             average.assign_add((value - average) / tf.cast(count, v.dtype))
             ema.assign(decay * ema + (1.0 - decay) * value)
         self.average_count.assign_add(1)
-        return logs
 
-    def fit(self, x=None, y=None, **kwargs):
-        self._check_image_shape(x)
-        return super().fit(x, y, **kwargs)
-
-    def _check_image_shape(self, dataset):
-        if not isinstance(dataset, tf.data.Dataset):
-            return
+    def check_data(self, dataset, what):
+        """Refuses data that is not `(index, image)` minibatches for these networks."""
+        super().check_data(dataset, what)
         spec = dataset.element_spec
         if isinstance(spec, dict):
             spec = (spec.get("index"), spec.get("image"))
         if not isinstance(spec, (tuple, list)) or len(spec) != 2:
             self.split_batch(spec)
+        index_spec = spec[0]
+        if (
+            not isinstance(index_spec, tf.TensorSpec)
+            or not index_spec.dtype.is_integer
+            or index_spec.shape.rank != 1
+        ):
+            raise ValueError(
+                f"The {what} must yield `(index, image)` minibatches (index: "
+                "integers of shape [batch]), but its first element has shape "
+                f"{getattr(index_spec, 'shape', '?')} and dtype "
+                f"{getattr(getattr(index_spec, 'dtype', None), 'name', '?')}: if it "
+                "yields `(image, label)`, keep the images "
+                "(`dataset.map(lambda image, label: image)`) and index them with "
+                "`keras_svre.data.index_examples` before shuffling and batching."
+            )
+        self._check_image_shape(spec, what)
+
+    def _data_error_messages(self):
+        return {
+            _INDEX_MESSAGE_MARKER: (
+                "An example index in the training data is not below the GAN's "
+                f"num_examples={self.num_examples} (each training example "
+                "has one latent vector in the bank): build the GAN with "
+                "`num_examples=` the number of training examples, and index "
+                "them from 0 (`keras_svre.data.index_examples`)."
+            )
+        }
+
+    def _check_image_shape(self, spec, what):
         image_shape = tuple(spec[1].shape[1:])
         expected = tuple(self.discriminator.input_shape[1:])
         generated = tuple(self.generator.output_shape[1:])
         if image_shape != expected or generated != expected:
             raise ValueError(
-                f"The training images have shape {image_shape}, the discriminator "
+                f"The images of the {what} have shape {image_shape}, the discriminator "
                 f"takes {expected} and the generator makes {generated}: they must "
                 "match. Resize the data (e.g. `keras_svre.data.load(..., "
                 "image_size=...)`) or build the networks for this image shape."
@@ -300,3 +367,34 @@ class GAN(Game):
             config["discriminator"]
         )
         return cls(**config)
+
+
+_INDEX_MESSAGE_MARKER = "keras_svre: example index out of the noise bank"
+
+
+def _to_float32(logits):
+    # The losses in float32 under mixed precision: float16 logits would
+    # overflow once the loss is scaled.
+    if logits.dtype in (tf.float16, tf.bfloat16):
+        return tf.cast(logits, tf.float32)
+    return logits
+
+
+def _input_size(model):
+    try:
+        size = model.input_shape[-1]
+    except (AttributeError, ValueError):
+        return None
+    return None if size is None else int(size)
+
+
+def _ends_in_sigmoid(model):
+    layers = getattr(model, "layers", None)
+    if not layers:
+        return False
+    last = layers[-1]
+    activation = getattr(last, "activation", None)
+    sigmoid = keras.activations.sigmoid
+    if activation is sigmoid:
+        return True
+    return getattr(activation, "__name__", None) == "sigmoid"

@@ -76,6 +76,10 @@ def prepare(
     if name == OFFLINE_DATASET:
         builder.download_and_prepare()
         return builder
+    if not builder.is_prepared() and _downloads_with_tfds(builder):
+        # TFDS retries every download for minutes when there is no network:
+        # try its hosts once, quickly, and say so at once instead.
+        _check_hosts_reachable(name, builder)
     try:
         builder.download_and_prepare()
     except Exception as error:  # Say what to do, keeping the cause chained.
@@ -88,6 +92,43 @@ def prepare(
             "needs neither."
         ) from error
     return builder
+
+
+#: Seconds to wait for a dataset's download host before giving up.
+CONNECT_TIMEOUT = 10.0
+
+
+_TFDS_DOWNLOAD_AND_PREPARE = tfds.core.DatasetBuilder.download_and_prepare
+
+
+def _downloads_with_tfds(builder) -> bool:
+    # Not when preparing is replaced (e.g. `tfds.testing.mock_data`).
+    return type(builder).download_and_prepare is _TFDS_DOWNLOAD_AND_PREPARE
+
+
+def _check_hosts_reachable(name: str, builder) -> None:
+    import socket
+    import urllib.parse
+
+    hosts = set()
+    for url in builder.url_infos or {}:
+        parsed = urllib.parse.urlparse(url)
+        if parsed.hostname:
+            default = 443 if parsed.scheme == "https" else 80
+            hosts.add((parsed.hostname, parsed.port or default))
+    for host, port in sorted(hosts):
+        try:
+            socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
+        except OSError as error:
+            raise RuntimeError(
+                f"The TFDS dataset {name!r} is not prepared in "
+                f"{builder.data_dir!r} and its download host {host} cannot be "
+                f"reached ({error}). Connect to the network, prepare it where "
+                f"there is one (`keras_svre.data.prepare({name!r}, "
+                "data_dir=...)`) and pass that `data_dir` (or set "
+                f"${DATA_DIR_ENV}), or use the offline default "
+                f"{OFFLINE_DATASET!r}."
+            ) from error
 
 
 def load(

@@ -21,6 +21,10 @@ from keras_svre.optimizers.svre import SVRE
 
 METHODS = ("sgda", "adam", "se", "se-a", "svre", "svre-vrad")
 
+# `keras.optimizers.get("svre")` (and "extragradient"), as for Keras' own
+# optimizers: their lower-case names, through Keras' public registry.
+keras.saving.get_custom_objects().update({"svre": SVRE, "extragradient": Extragradient})
+
 
 def get(method: str, learning_rate=None, **kwargs) -> keras.optimizers.Optimizer:
     """Builds the optimizer of a method by name.

@@ -16,6 +16,29 @@ _PLAIN_FIT_MESSAGE = (
 )
 
 
+def _check_learning_rate(learning_rate):
+    """A positive number, or a schedule / callable whose first rate is positive."""
+    if isinstance(learning_rate, bool) or isinstance(learning_rate, str):
+        raise ValueError(
+            "Argument `learning_rate` must be a positive number, a "
+            "`LearningRateSchedule` or a callable. "
+            f"Received: learning_rate={learning_rate!r}."
+        )
+    if isinstance(learning_rate, (int, float)):
+        if not learning_rate > 0:  # also refuses NaN
+            raise ValueError(
+                "Argument `learning_rate` must be positive. "
+                f"Received: learning_rate={learning_rate}."
+            )
+    elif isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        initial = float(ops.convert_to_numpy(learning_rate(0)))
+        if not initial > 0:
+            raise ValueError(
+                "A `learning_rate` schedule must start positive. Received: a "
+                f"{type(learning_rate).__name__} whose rate at step 0 is {initial}."
+            )
+
+
 def _check_beta(name, value):
     if not 0.0 <= value < 1.0:
         raise ValueError(
@@ -90,11 +113,7 @@ class Extragradient(keras.optimizers.Optimizer):
         name=None,
         **kwargs,
     ):
-        if isinstance(learning_rate, (int, float)) and not learning_rate > 0:
-            raise ValueError(
-                "Argument `learning_rate` must be positive. "
-                f"Received: learning_rate={learning_rate}."
-            )
+        _check_learning_rate(learning_rate)
         if adaptive not in (None,) + step_rules.STEP_RULES[1:]:
             raise ValueError(
                 "Argument `adaptive` must be None, 'adam' or 'vrad'. "

@@ -8,9 +8,16 @@ from keras_svre.optimizers.extragradient import Extragradient
 
 
 def _check_probability(name, value, allow_zero):
+    interval = "[0, 1]" if allow_zero else "(0, 1]"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not (hasattr(value, "dtype") and getattr(value, "shape", None) == ()):
+            raise ValueError(
+                f"Argument `{name}` must be a number in the {interval} range. "
+                f"Received: {name}={value!r} (of type {type(value).__name__})."
+            )
+        value = float(value)
     low_ok = value >= 0.0 if allow_zero else value > 0.0
     if not (low_ok and value <= 1.0):  # also refuses NaN
-        interval = "[0, 1]" if allow_zero else "(0, 1]"
         raise ValueError(
             f"Argument `{name}` must be in the {interval} range. "
             f"Received: {name}={value}."
