@@ -124,7 +124,10 @@ def _fsync_directory(directory) -> None:
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training stopped because a loss became NaN or infinite."""
+    """Training stopped because a loss or gradient became NaN or infinite.
+
+    `Game.fit` raises it; the failing iteration was not applied.
+    """
 
 
 class GuardedCheckpoint(keras.callbacks.Callback):

@@ -73,6 +73,22 @@ class Game(keras.Model):
     evaluation on a minibatch runs before the current-point one, so both see
     the same random state (the same dropout masks, for instance).
 
+    Non-finite values: an iteration whose losses or gradients (at any of its
+    evaluation points) are NaN or infinite is not applied, and `fit` raises
+    `keras_svre.callbacks.NonFiniteLossError` naming the iteration; the
+    weights are those of the last good iteration. The logs' `loss` entry
+    (the players' losses summed) is NaN then, so Keras' `TerminateOnNaN`
+    works too.
+
+    Mixed precision: under the `mixed_float16` dtype policy (or with the
+    optimizers wrapped in `keras.optimizers.LossScaleOptimizer`) the game
+    scales the losses dynamically itself, for every method: an iteration with
+    a non-finite gradient is skipped (extrapolation included) and the scale
+    halved; after `dynamic_growth_steps` (default 2,000) applied iterations
+    in a row it doubles. The scale (`loss_scale`) is a weight of the game,
+    saved with it. An explicit `loss_scale_factor` on the optimizers is a
+    fixed scale, kept as given.
+
     Subclasses implement:
 
     - `players()`: an ordered dict `name -> list of trainable variables`;
@@ -703,6 +719,17 @@ class Game(keras.Model):
         for opt, indices in self._groups:
             opt.take_snapshot(self._group_variables(indices))
         mean = self.snapshot_mean_gradient(snapshot_data)
+        # Under dynamic loss scaling an overflow in the snapshot pass would
+        # make every later direction non-finite: halve the scale and redo the
+        # pass, as a skipped iteration would (down to a scale of 1).
+        while (
+            self.dynamic_loss_scaling
+            and not bool(_all_finite(mean))
+            and float(self.loss_scale.numpy()) > 1.0
+        ):
+            self.loss_scale.assign(self.loss_scale * 0.5)
+            self.loss_scale_good_steps.assign(0)
+            mean = self.snapshot_mean_gradient(snapshot_data)
         for opt, indices in self._groups:
             opt.set_mean_gradient(
                 [mean[i] for i in indices], self._group_variables(indices)
@@ -780,12 +807,22 @@ class Game(keras.Model):
             snapshot_data: SVRE only: the finite dataset the snapshot pass
                 iterates (each example once; a larger batch size is fine).
                 Defaults to `x`, which must then be finite.
-            callbacks: Keras callbacks.
+            callbacks: Keras callbacks. `LearningRateScheduler` and
+                `ReduceLROnPlateau` act on every player's optimizer; monitors
+                of the game's losses need no `mode` (they are minimised).
             **kwargs: Passed to `keras.Model.fit` (`epochs`,
-                `steps_per_epoch`, `verbose`, `initial_epoch`, ...).
+                `steps_per_epoch`, `verbose`, `initial_epoch`,
+                `validation_data` (minibatches like `x`; see `test_step`),
+                ...).
 
         Returns:
             The Keras `History`.
+
+        Raises:
+            ValueError: for data the game cannot train on (checked before
+                training where possible).
+            keras_svre.callbacks.NonFiniteLossError: when an iteration's
+                losses or gradients are NaN or infinite.
         """
         if self._groups is None:
             raise RuntimeError(

@@ -49,7 +49,8 @@ class GAN(Game):
     Args:
         generator: A built Keras model mapping latents `[B, latent_dim]` to
             images.
-        discriminator: A built Keras model mapping images to logits `[B, 1]`.
+        discriminator: A built Keras model mapping images to logits `[B, 1]`
+            (no final sigmoid: the losses apply it; one is refused).
         latent_dim: Size of the latent vectors. Defaults to the generator's
             input size.
         num_examples: Number of training examples (the size of the noise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from types import MappingProxyType
 
@@ -98,12 +99,18 @@ def prepare(
 CONNECT_TIMEOUT = 10.0
 
 
-_TFDS_DOWNLOAD_AND_PREPARE = tfds.core.DatasetBuilder.download_and_prepare
+def _download_and_prepare_of(cls):
+    # The class attribute itself: TFDS wraps the method in a descriptor that
+    # makes a new object on every lookup.
+    return inspect.getattr_static(cls, "download_and_prepare")
+
+
+_TFDS_DOWNLOAD_AND_PREPARE = _download_and_prepare_of(tfds.core.DatasetBuilder)
 
 
 def _downloads_with_tfds(builder) -> bool:
     # Not when preparing is replaced (e.g. `tfds.testing.mock_data`).
-    return type(builder).download_and_prepare is _TFDS_DOWNLOAD_AND_PREPARE
+    return _download_and_prepare_of(type(builder)) is _TFDS_DOWNLOAD_AND_PREPARE
 
 
 def _check_hosts_reachable(name: str, builder) -> None:
