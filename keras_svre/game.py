@@ -1095,11 +1095,24 @@ for _hook in [name for name in dir(keras.callbacks.Callback) if name.startswith(
 
 
 class _StopOnNonFinite(keras.callbacks.Callback):
-    """Raises `NonFiniteLossError` when an iteration was non-finite (`Game.fit` adds it)."""
+    """Stops `fit` when an iteration was non-finite, then raises `NonFiniteLossError`.
+
+    `Game.fit` adds it last. Training stops after the failing batch; the
+    error is raised at the end of training, once every callback has closed
+    what it holds (log files, for instance).
+    """
+
+    def on_train_begin(self, logs=None):
+        self.error = None
+
+    def on_train_end(self, logs=None):
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is None or np.all(np.isfinite(loss)):
+        if self.error is not None or loss is None or np.all(np.isfinite(loss)):
             return
         game = self.model
         failed = int(game.game_optimizers[0].iterations.numpy()) + 1
@@ -1119,10 +1132,11 @@ class _StopOnNonFinite(keras.callbacks.Callback):
             else "the weights are already non-finite (an update overflowed): "
             "reload a checkpoint"
         )
-        raise NonFiniteLossError(
+        self.error = NonFiniteLossError(
             f"Training stopped at iteration {failed}: {what}; {kept}. Check the "
             "data for NaN or infinite values, or use a smaller learning rate."
         )
+        self.model.stop_training = True
 
 
 def _all_finite(tensors):

@@ -275,6 +275,18 @@ def test_nan_images_stop_fit_at_the_first_iteration(optimizer):
         np.testing.assert_array_equal(a, b)
 
 
+def test_callbacks_finish_before_the_non_finite_error(tmp_path):
+    # The error comes at the end of training: the CSV log is written and closed.
+    gan = _gan(keras.optimizers.SGD(0.1))
+    log = keras.callbacks.CSVLogger(os.fspath(tmp_path / "log.csv"))
+    nan_images = _indexed(np.full((N, 4, 4, 1), np.nan, "float32"))
+    with pytest.raises(callbacks.NonFiniteLossError):
+        gan.fit(nan_images, epochs=3, verbose=0, callbacks=[log])
+    rows = (tmp_path / "log.csv").read_text().strip().splitlines()
+    assert len(rows) == 2 and "nan" in rows[1]
+    assert log.csv_file.closed
+
+
 def test_a_divergent_learning_rate_stops_fit_with_the_last_good_weights():
     # The learning rate, with an unbounded generator so it diverges.
     generator, discriminator = _networks(bounded=False)
