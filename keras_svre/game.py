@@ -848,6 +848,11 @@ class Game(keras.Model):
                 f"One iteration of this method uses {k} minibatches but the "
                 f"training dataset has {n}: give more data or a smaller batch size."
             )
+        if k > 1 and n > 0 and n % k == 0 and _batch_sizes_may_differ(x):
+            # The last pair would stack a short minibatch with a full one;
+            # found now rather than after an epoch (or a snapshot pass).
+            if _batch_size_of(x.take(1)) != _batch_size_of(x.skip(n - 1)):
+                raise ValueError(_UNEQUAL_MINIBATCHES.format(k=k))
         validation = kwargs.get("validation_data")
         if validation is not None:
             if not isinstance(validation, tf.data.Dataset):
@@ -930,14 +935,7 @@ class Game(keras.Model):
         except tf.errors.InvalidArgumentError as e:
             text = str(e)
             if k > 1 and "Cannot batch tensors with different shapes" in text:
-                raise ValueError(
-                    f"This method stacks {k} consecutive minibatches per "
-                    "iteration, so all training minibatches must have the same "
-                    "size, but one is smaller (the last, batched without "
-                    "`drop_remainder=True`). Batch the training data with "
-                    "`.batch(batch_size, drop_remainder=True)`; the snapshot data "
-                    "may keep its remainder."
-                ) from None
+                raise ValueError(_UNEQUAL_MINIBATCHES.format(k=k)) from None
             for marker, message in self._data_error_messages().items():
                 if marker in text:
                     raise ValueError(message) from None
@@ -1137,6 +1135,31 @@ class _StopOnNonFinite(keras.callbacks.Callback):
             "data for NaN or infinite values, or use a smaller learning rate."
         )
         self.model.stop_training = True
+
+
+_UNEQUAL_MINIBATCHES = (
+    "This method stacks {k} consecutive minibatches per iteration, so all "
+    "training minibatches must have the same size, but the last is smaller "
+    "(batched without `drop_remainder=True`). Batch the training data with "
+    "`.batch(batch_size, drop_remainder=True)`; the snapshot data may keep its "
+    "remainder."
+)
+
+
+def _batch_sizes_may_differ(dataset):
+    """Whether the minibatches' size is not fixed by the dataset's spec."""
+    return any(
+        spec.shape.rank and spec.shape[0] is None
+        for spec in tf.nest.flatten(dataset.element_spec)
+        if isinstance(spec, tf.TensorSpec)
+    )
+
+
+def _batch_size_of(dataset):
+    """The size of the first minibatch of `dataset` (reads one element)."""
+    for element in dataset.take(1):
+        return int(_batch_size(element))
+    return None
 
 
 def _all_finite(tensors):

@@ -541,12 +541,35 @@ def test_more_examples_than_num_examples(optimizer):
         gan.fit(_indexed(_images(2 * N)), epochs=1, verbose=0)
 
 
-def test_a_smaller_last_batch_under_extragradient():
-    gan = _gan(keras_svre.Extragradient(0.1), num_examples=70)
+@pytest.mark.parametrize(
+    "optimizer",
+    [lambda: keras_svre.Extragradient(0.1), lambda: keras_svre.SVRE(0.1)],
+    ids=["se", "svre"],
+)
+def test_a_smaller_last_batch_is_refused_before_training(optimizer):
+    gan = _gan(optimizer(), num_examples=70)
     # 70 examples in batches of 20: 20, 20, 20, 10; the second pair differs.
     ragged = _indexed(_images(70), 20, drop_remainder=False)
     with pytest.raises(ValueError, match=r"drop_remainder=True\)`"):
         gan.fit(ragged, epochs=1, verbose=0)
+    assert _iterations(gan) == 0
+    if gan.svre_optimizers:
+        assert int(gan.svre_optimizers[0].snapshots_taken.numpy()) == 0
+
+
+def test_a_smaller_last_batch_of_unknown_count_is_one_sentence():
+    gan = _gan(keras_svre.Extragradient(0.1), num_examples=70)
+    ragged = _indexed(_images(70), 20, drop_remainder=False)
+    unknown = ragged.filter(lambda index, image: True)  # cardinality unknown
+    with pytest.raises(ValueError, match=r"drop_remainder=True\)`"):
+        gan.fit(unknown, epochs=1, verbose=0)
+
+
+def test_batches_of_unfixed_but_equal_size_train():
+    gan = _gan(keras_svre.Extragradient(0.1))
+    equal = _indexed(_images(), 16, drop_remainder=False)  # 4 full batches
+    gan.fit(equal, epochs=1, verbose=0)
+    assert _iterations(gan) == 2
 
 
 def test_image_label_datasets():
