@@ -153,6 +153,66 @@ def _child_mirrored(out_dir):
         _save_run(os.path.join(out_dir, f"{method}-mirrored.npz"), run)
 
 
+def _child_mirrored_mixed(out_path):
+    """mixed_float16 under MirroredStrategy: an overflow skips, then training goes on."""
+    import keras
+    import tensorflow as tf
+
+    import keras_svre
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    train, snapshot = _datasets()
+    results = {}
+    for method in ("sgda", "svre"):
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            generator = keras.Sequential(
+                [keras.Input((LATENT,)), keras.layers.Dense(PIXELS, activation="tanh")]
+            )
+            discriminator = keras.Sequential(
+                [keras.Input((PIXELS,)), keras.layers.Dense(1)]
+            )
+            gan = keras_svre.GAN(generator, discriminator, num_examples=N, seed=0)
+            inner = (
+                keras_svre.SVRE(0.05, restart_probability=0.3)
+                if method == "svre"
+                else keras.optimizers.SGD(0.05)
+            )
+            # 2**40 overflows float16: the first iteration must be skipped.
+            gan.compile(
+                optimizer=keras.optimizers.LossScaleOptimizer(
+                    inner, initial_scale=2.0**40, dynamic_growth_steps=1000
+                )
+            )
+        kwargs = {"snapshot_data": snapshot} if method == "svre" else {}
+        if method == "svre":
+            gan.take_snapshot(snapshot)
+            gan.loss_scale.assign(2.0**40)
+        before = [v.numpy() for v in gan.trainable_variables]
+        gan.fit(train, steps_per_epoch=1, verbose=0, **kwargs)
+        first = {
+            "iterations": int(gan.optimizer.iterations.numpy()),
+            "scale": float(gan.loss_scale.numpy()),
+            "unchanged": all(
+                np.array_equal(a, v.numpy())
+                for a, v in zip(before, gan.trainable_variables)
+            ),
+        }
+        gan.fit(train, epochs=12, verbose=0, **kwargs)
+        results[method] = {
+            "first": first,
+            "iterations": int(gan.optimizer.iterations.numpy()),
+            "finite": all(np.isfinite(v.numpy()).all() for v in gan.weights),
+        }
+    with open(out_path, "w") as f:
+        json.dump(results, f)
+
+
 def _child_worker(out_path):
     """One worker of a MultiWorkerMirroredStrategy cluster (TF_CONFIG)."""
     import tensorflow as tf
@@ -244,6 +304,21 @@ def test_mirrored_two_replicas_equal_one_device(tmp_path):
         if method == "svre":
             snapshots = [v for k, v in single[1].items() if "snapshots_taken" in k]
             assert int(snapshots[0]) >= 2
+
+
+def test_mirrored_mixed_float16_skips_overflows_and_recovers(tmp_path):
+    out = tmp_path / "mixed.json"
+    _run_children(
+        [([sys.executable, __file__, "mirrored-mixed", str(out)], _child_env())]
+    )
+    results = json.loads(out.read_text())
+    for method, result in results.items():
+        assert result["first"] == {
+            "iterations": 0,
+            "scale": 2.0**39,
+            "unchanged": True,
+        }, method
+        assert result["iterations"] > 0 and result["finite"], method
 
 
 def test_multi_worker_fit_gives_identical_weights(tmp_path):
@@ -358,6 +433,7 @@ if __name__ == "__main__":
     role, target = sys.argv[1], sys.argv[2]
     children = {
         "mirrored": _child_mirrored,
+        "mirrored-mixed": _child_mirrored_mixed,
         "worker": _child_worker,
         "plain-worker": _child_plain_keras_worker,
     }
