@@ -494,8 +494,9 @@ def _parser():
     parser.add_argument(
         "--warm-evaluations",
         type=float,
-        default=2500,
-        help="svre-ws: evaluations of SGDA-Adam before SVRE (picked on seed 100)",
+        default=5000,
+        help="svre-ws: evaluations of SGDA-Adam before SVRE (picked on seed 100 "
+        "from 2500 and 5000: final IS 5.81 vs 5.33, FID 125 vs 213)",
     )
     parser.add_argument(
         "--jobs",
