@@ -26,6 +26,10 @@ computed at batch 500 is not the mean of the F_i(w_S) at batch 50: the
 estimate is biased by mu_S - mean_i F_i(w_S). That bias is measured at each
 snapshot (its squared norm, beside the variance of the plain estimate).
 
+With `--warm-start-iterations N` the SVRE run starts after N iterations of
+SGDA-Adam, where the warm-started runs (and the default `keras-svre train`)
+switch to SVRE.
+
 Writes `<out>.json` (configuration, every measurement, per variant and
 offset the median variance ratio and MSE ratio) and `<out>.png`.
 """
@@ -131,6 +135,15 @@ def run_variant(name, settings, args):
     gan = keras_svre.GAN(
         generator, discriminator, num_examples=finite_sum.num_examples, seed=args.seed
     )
+    if args.warm_start_iterations:
+        # The measurements then start where the default run switches to SVRE.
+        gan.compile(optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5))
+        gan.fit(
+            finite_sum.train.repeat(),
+            epochs=1,
+            steps_per_epoch=args.warm_start_iterations,
+            verbose=0,
+        )
     # No random restarts: the snapshots are taken here, every --snapshot-every.
     gan.compile(
         optimizer=keras_svre.SVRE(learning_rate=args.lr, restart_probability=1e-12)
@@ -290,6 +303,12 @@ def _parser():
     )
     parser.add_argument(
         "--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS)
+    )
+    parser.add_argument(
+        "--warm-start-iterations",
+        type=int,
+        default=0,
+        help="SGDA-Adam iterations (lr 1e-3, beta_1 0.5) before the SVRE run",
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
