@@ -68,6 +68,10 @@ METHODS = {
     "se-a": {"learning_rate": 1e-3, "beta_1": 0.5, "label": "SE-A"},
     "svre": {"learning_rate": 1e-2, "label": "SVRE"},
     "svre-vrad": {"learning_rate": 1e-3, "beta_1": 0.5, "label": "SVRE-VRAd"},
+    # SVRE-GAN-WS (the paper's warm start): SGDA-Adam with its settings above
+    # for the first `--warm-evaluations`, then SVRE with its settings above.
+    # The warm length was picked on seed 100, which is never reported.
+    "svre-ws": {"warm_start": "adam", "then": "svre", "label": "SVRE-GAN-WS"},
 }
 EVALUATIONS_PER_ITERATION = {"simultaneous": 1, "extragradient": 2, "svre": 4}
 GENERATORS = ("current", "average", "ema")
@@ -85,12 +89,16 @@ SUMMARY_KEYS = (
 
 
 class GradientEvaluationCount:
-    """Minibatch evaluations of the game's field spent so far by a GAN's training."""
+    """Minibatch evaluations of the game's field spent so far by a GAN's training.
 
-    def __init__(self, gan, pass_cost: float):
+    `offset` is what earlier phases of the same run spent (the warm start).
+    """
+
+    def __init__(self, gan, pass_cost: float, offset: float = 0.0):
         self.gan = gan
         self.per_iteration = EVALUATIONS_PER_ITERATION[gan.method_family]
         self.pass_cost = pass_cost
+        self.offset = offset
 
     def __call__(self, iterations=None, snapshots=None) -> float:
         if iterations is None:
@@ -98,7 +106,9 @@ class GradientEvaluationCount:
         if snapshots is None:
             svre = self.gan.svre_optimizers
             snapshots = int(svre[0].snapshots_taken.numpy()) if svre else 0
-        return iterations * self.per_iteration + snapshots * self.pass_cost
+        return (
+            self.offset + iterations * self.per_iteration + snapshots * self.pass_cost
+        )
 
 
 class StopAtBudget(keras.callbacks.Callback):
@@ -114,6 +124,34 @@ class StopAtBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class TrainingClock(keras.callbacks.Callback):
+    """Wall-clock seconds spent training, measurements excluded.
+
+    Placed before the measuring callbacks: a step's time runs from its
+    `on_train_batch_begin` to its `on_train_batch_end`, which comes after
+    the snapshot schedule's (`Game.fit` puts it first), so SVRE's snapshot
+    passes count and the measurements that follow do not. The time from the
+    `fit` call to the first batch (tracing, the first snapshot pass) counts
+    too. `at[iteration]` is the total after that iteration.
+    """
+
+    def __init__(self, offset: float = 0.0):
+        super().__init__()
+        self.seconds = offset
+        self.at: dict[int, float] = {}
+        self._since = None
+
+    def start(self):
+        self._since = time.perf_counter()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._since = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seconds += time.perf_counter() - self._since
+        self.at[int(self.model.game_optimizers[0].iterations.numpy())] = self.seconds
+
+
 def load_data(args, seed):
     return data.load(
         batch_size=args.batch_size,
@@ -122,9 +160,20 @@ def load_data(args, seed):
     )
 
 
+def phases(method, args):
+    """A run's phases: `(method, optimizer settings, evaluations at its end)`."""
+    settings = METHODS[method]
+    if "warm_start" not in settings:
+        return [(method, settings, args.budget)]
+    warm, then = settings["warm_start"], settings["then"]
+    return [
+        (warm, METHODS[warm], min(args.warm_evaluations, args.budget)),
+        (then, METHODS[then], args.budget),
+    ]
+
+
 def train_one(method, seed, args, classifiers):
     """Trains one method with one seed; returns its record (curve and totals)."""
-    settings = METHODS[method]
     # Everything seeded from here, pipelines included (their shuffle seeds
     # combine TF's global seed with their own), and pipelines of the run's
     # own: creating an iterator on a shuffled tf.data pipeline advances its
@@ -141,62 +190,95 @@ def train_one(method, seed, args, classifiers):
         ema_decay=args.ema_decay,
         seed=seed,
     )
-    kwargs = {k: v for k, v in settings.items() if k not in ("label",)}
-    gan.compile(optimizer=optimizers.get(method, **kwargs))
     pass_cost = finite_sum.num_examples / finite_sum.batch_size
-    count = GradientEvaluationCount(gan, pass_cost)
-    # Iterations between measurements, from the expected cost of an iteration
-    # (SVRE: 4 plus one pass of n evaluations every n iterations on average).
-    per_epoch = finite_sum.batches_per_epoch // gan.minibatches_per_iteration
-    expected_cost = count.per_iteration + (
-        pass_cost / finite_sum.batches_per_epoch if gan.method_family == "svre" else 0
-    )
-    every = max(1, round(args.eval_every / expected_cost))
-    evaluation = GeneratorEvaluation(
-        every,
-        real_images=finite_sum.snapshot,
-        classifier=classifiers,
-        num_samples=args.num_samples,
-        seed=seed,
-        monitor="is_current_paper",
-    )
-    variance = GradientVariance(probe, every, num_batches=10)
-    callbacks = [StopAtBudget(count, args.budget), variance, evaluation]
-    fit_kwargs = {}
-    if gan.method_family == "svre":
-        fit_kwargs["snapshot_data"] = finite_sum.snapshot
+    spent, iterations_before, snapshots_before = 0.0, 0, 0
+    clock = TrainingClock()
+    curve, details = [], []
     start = time.time()
-    gan.fit(
-        finite_sum.train,
-        epochs=10**6,
-        steps_per_epoch=per_epoch,
-        callbacks=callbacks,
-        verbose=0,
-        **fit_kwargs,
-    )
+    for index, (name, settings, until) in enumerate(phases(method, args)):
+        if spent >= until:
+            continue
+        kwargs = {
+            k: v
+            for k, v in settings.items()
+            if k not in ("label", "warm_start", "then")
+        }
+        gan.compile(optimizer=optimizers.get(name, **kwargs))
+        count = GradientEvaluationCount(gan, pass_cost, offset=spent)
+        # Iterations between measurements, from the expected cost of an
+        # iteration (SVRE: 4 plus one pass of n evaluations every n
+        # iterations on average).
+        per_epoch = finite_sum.batches_per_epoch // gan.minibatches_per_iteration
+        expected_cost = count.per_iteration + (
+            pass_cost / finite_sum.batches_per_epoch
+            if gan.method_family == "svre"
+            else 0
+        )
+        every = max(1, round(args.eval_every / expected_cost))
+        evaluation = GeneratorEvaluation(
+            every,
+            real_images=finite_sum.snapshot,
+            classifier=classifiers,
+            num_samples=args.num_samples,
+            seed=seed,
+            monitor="is_current_paper",
+        )
+        variance = GradientVariance(probe, every, num_batches=10)
+        clock.at = {}
+        callbacks = [StopAtBudget(count, until), clock, variance, evaluation]
+        fit_kwargs = {}
+        if gan.method_family == "svre":
+            fit_kwargs["snapshot_data"] = finite_sum.snapshot
+        clock.start()
+        gan.fit(
+            finite_sum.train,
+            epochs=10**6,
+            steps_per_epoch=per_epoch,
+            callbacks=callbacks,
+            verbose=0,
+            **fit_kwargs,
+        )
+        variance_by_iteration = {r["iteration"]: r for r in variance.records}
+        for record in evaluation.records:
+            point = dict(record)
+            point["evaluations"] = count(
+                record["iteration"], record.get("snapshots", 0)
+            )
+            point["train_seconds"] = round(clock.at.get(record["iteration"], 0.0), 2)
+            point["phase"] = index
+            for key, value in variance_by_iteration.get(
+                record["iteration"], {}
+            ).items():
+                point.setdefault(key, value)
+            point["iteration"] += iterations_before
+            if "snapshots" in point:
+                point["snapshots"] += snapshots_before
+            curve.append(point)
+        svre = gan.svre_optimizers
+        phase_iterations = int(gan.game_optimizers[0].iterations.numpy())
+        phase_snapshots = int(svre[0].snapshots_taken.numpy()) if svre else 0
+        details.append(
+            {
+                "method": name,
+                "iterations": phase_iterations,
+                "snapshots": phase_snapshots,
+                "evaluations": count() - spent,
+                "evaluate_every_iterations": every,
+            }
+        )
+        spent = count()
+        iterations_before += phase_iterations
+        snapshots_before += phase_snapshots
     seconds = time.time() - start
-    measured_seconds = sum(
-        r.get("measure_seconds", 0.0) for r in evaluation.records + variance.records
-    )
-    variance_by_iteration = {r["iteration"]: r for r in variance.records}
-    curve = []
-    for record in evaluation.records:
-        point = dict(record)
-        point["evaluations"] = count(record["iteration"], record.get("snapshots", 0))
-        for key, value in variance_by_iteration.get(record["iteration"], {}).items():
-            point.setdefault(key, value)
-        curve.append(point)
-    iterations = int(gan.game_optimizers[0].iterations.numpy())
-    svre = gan.svre_optimizers
     return {
         "method": method,
         "seed": seed,
-        "iterations": iterations,
-        "snapshots": int(svre[0].snapshots_taken.numpy()) if svre else 0,
-        "evaluations": count(),
-        "evaluate_every_iterations": every,
+        "iterations": iterations_before,
+        "snapshots": snapshots_before,
+        "evaluations": spent,
+        "phases": details,
         "seconds": round(seconds, 1),
-        "measurement_seconds": round(measured_seconds, 1),
+        "train_seconds": round(clock.seconds, 1),
         "curve": curve,
     }
 
@@ -242,6 +324,7 @@ def summarize(runs, methods):
             "evaluations": stats([r["evaluations"] for r in mine]),
             "snapshots": stats([r["snapshots"] for r in mine]),
             "seconds": stats([r["seconds"] for r in mine]),
+            "train_seconds": stats([r.get("train_seconds") for r in mine]),
             "final": final,
             "best": best,
             # The gradient noise along the whole run: median, min and max
@@ -274,22 +357,53 @@ def plot(runs, methods, path):
     import matplotlib.pyplot as plt
 
     panels = [
-        ("is_current_paper", "Inception Score (paper's MLP), current G", False),
-        ("fid_current_project", "FID (project classifier), current G", True),
+        (
+            "is_current_paper",
+            "evaluations",
+            "Inception Score (paper's MLP), current G",
+            False,
+        ),
+        (
+            "is_current_paper",
+            "train_seconds",
+            "Inception Score (paper's MLP), current G",
+            False,
+        ),
+        ("is_ema_paper", "evaluations", "Inception Score (paper's MLP), EMA G", False),
+        (
+            "fid_current_project",
+            "evaluations",
+            "FID (project classifier), current G",
+            True,
+        ),
         (
             "grad_variance_generator",
-            "generator's gradient estimate: E||d - mean d||^2",
+            "evaluations",
+            "generator's estimate: E||d - mean d||^2",
+            True,
+        ),
+        (
+            "grad_variance_discriminator",
+            "evaluations",
+            "discriminator's estimate: E||d - mean d||^2",
             True,
         ),
     ]
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    x_labels = {
+        "evaluations": "minibatch gradient evaluations",
+        "train_seconds": "training seconds (1 CPU thread, measurements excluded)",
+    }
+    figure, axes = plt.subplots(2, 3, figsize=(16, 9))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for (key, title, log_scale), axis in zip(panels, axes):
+    for (key, x_key, title, log_scale), axis in zip(panels, axes.flat):
         for color, method in zip(colors, methods):
             mine = [r for r in runs if r["method"] == method]
             if not mine:
                 continue
-            curves = [_points(r["curve"], key) for r in mine]
+            curves = [_points(r["curve"], key, x_key) for r in mine]
+            curves = [(x, y) for x, y in curves if x]
+            if not curves:
+                continue
             for x, y in curves:
                 axis.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
             # The mean over seeds of the k-th measurement (SVRE's random
@@ -300,14 +414,14 @@ def plot(runs, methods, path):
             y = np.array([y[:length] for _, y in curves])
             y = np.exp(np.mean(np.log(y), axis=0)) if log_scale else y.mean(axis=0)
             axis.plot(x, y, color=color, linewidth=2, label=METHODS[method]["label"])
-        axis.set_xlabel("minibatch gradient evaluations")
-        axis.set_title(title)
+        axis.set_xlabel(x_labels[x_key])
+        axis.set_title(title, fontsize=10)
         if log_scale:
             axis.set_yscale("log")
         axis.grid(alpha=0.3)
-    axes[0].legend()
+    axes.flat[0].legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
@@ -316,8 +430,12 @@ def _last(curve, key):
     return values[-1] if values else None
 
 
-def _points(curve, key):
-    points = [(p["evaluations"], p[key]) for p in curve if p.get(key) is not None]
+def _points(curve, key, x_key="evaluations"):
+    points = [
+        (p[x_key], p[key])
+        for p in curve
+        if p.get(key) is not None and p.get(x_key) is not None and math.isfinite(p[key])
+    ]
     return [x for x, _ in points], [y for _, y in points]
 
 
@@ -374,9 +492,29 @@ def _parser():
         help="output path without suffix (.json and .png are written)",
     )
     parser.add_argument(
+        "--warm-evaluations",
+        type=float,
+        default=5000,
+        help="svre-ws: evaluations of SGDA-Adam before SVRE (picked on seed 100 "
+        "from 2500 and 5000: final IS 5.81 vs 5.33, FID 125 vs 213)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at once, one process each (one (method, seed) per process); "
+        "every finished run is kept in <out>_runs/ and not run again",
+    )
+    parser.add_argument("--run-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
         "--replot",
         action="store_true",
         help="only recompute the summary and plot of an existing <out>.json",
+    )
+    parser.add_argument(
+        "--table",
+        action="store_true",
+        help="print the README's Markdown table of an existing <out>.json",
     )
     return parser
 
@@ -390,24 +528,36 @@ def replot(out):
     plot(result["runs"], methods, out.with_suffix(".png"))
 
 
-def main(argv=None):
-    args = _parser().parse_args(argv)
-    out = pathlib.Path(args.out)
-    if args.replot:
-        replot(out)
-        return
-    if args.eval_every is None:
-        args.eval_every = args.budget / 4
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    classifiers = {
-        "paper": metrics.reference_mnist_classifier(args.reference_classifier),
-        "project": metrics.load_mnist_classifier(),
-    }
-    finite_sum = load_data(args, args.seeds[0])
-    config = {
+def table(out):
+    """The README's table: final values, mean +- std over seeds."""
+    result = json.loads(out.with_suffix(".json").read_text())
+    columns = [
+        ("is_current_paper", "IS current"),
+        ("is_ema_paper", "IS EMA"),
+        ("is_average_paper", "IS average"),
+        ("fid_current_project", "FID current"),
+        ("fid_ema_project", "FID EMA"),
+    ]
+    lines = [
+        "| method | " + " | ".join(c for _, c in columns) + " | best IS current "
+        "| training s |",
+        "|---" * (len(columns) + 3) + "|",
+    ]
+    for summary in result["summary"].values():
+        cells = []
+        for key, _ in columns:
+            value = summary["final"].get(key)
+            cells.append(f"{value['mean']:.2f} ± {value['std']:.2f}" if value else "-")
+        best = summary["best"].get("is_current_paper")
+        seconds = summary.get("train_seconds")
+        cells.append(f"{best['mean']:.2f} ± {best['std']:.2f}" if best else "-")
+        cells.append(f"{seconds['mean']:.0f}" if seconds else "-")
+        lines.append(f"| {summary['label']} | " + " | ".join(cells) + " |")
+    print("\n".join(lines))
+
+
+def _config(args, finite_sum):
+    return {
         "command": "python benchmarks/quality_mnist.py " + " ".join(sys.argv[1:]),
         "dataset": f"{finite_sum.name} ({finite_sum.num_examples} digits)",
         "networks": f"mnist_dcgan, width {args.width}",
@@ -415,8 +565,15 @@ def main(argv=None):
         "batch_size": args.batch_size,
         "snapshot_batch_size": args.snapshot_batch_size,
         "snapshot_pass_cost": finite_sum.num_examples / finite_sum.batch_size,
-        "cost_per_iteration": {"adam": 1, "se-a": 2, "svre": 4, "svre-vrad": 4},
+        "cost_per_iteration": {
+            "adam": 1,
+            "se-a": 2,
+            "svre": 4,
+            "svre-vrad": 4,
+            "svre-ws": "1 (warm start), then 4",
+        },
         "methods": {m: METHODS[m] for m in args.methods},
+        "warm_evaluations": args.warm_evaluations,
         "seeds": args.seeds,
         "eval_every": args.eval_every,
         "num_samples": args.num_samples,
@@ -429,32 +586,124 @@ def main(argv=None):
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared)",
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
-    runs = []
+
+
+def _write(out, config, runs, methods, started):
+    # Method-major, seed order: the same file whatever order the runs ended in.
+    runs = sorted(runs, key=lambda r: (methods.index(r["method"]), r["seed"]))
+    result = {
+        "config": config,
+        "total_seconds": round(time.time() - started, 1),
+        "summary": summarize(runs, methods),
+        "runs": runs,
+    }
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    plot(runs, methods, out.with_suffix(".png"))
+    return result
+
+
+def _report(run):
+    last = run["curve"][-1]
+    print(
+        f"{run['method']:10s} seed {run['seed']}: {run['iterations']} iterations, "
+        f"{run['evaluations']:.0f} evaluations, {run['train_seconds']:.0f} s "
+        f"training; IS paper {last['is_current_paper']:.2f} (ema "
+        f"{last['is_ema_paper']:.2f}), IS project "
+        f"{last['is_current_project']:.2f}, FID {last['fid_current_project']:.1f}",
+        flush=True,
+    )
+
+
+def _run_in_processes(args, argv, todo):
+    """Runs each (method, seed) of `todo` in a process of its own, `--jobs` at once."""
+    import subprocess
+
+    waiting, running = list(todo), []
+    while waiting or running:
+        while waiting and len(running) < args.jobs:
+            method, seed = waiting.pop(0)
+            command = [sys.executable, __file__, *argv, "--run-only"]
+            command += ["--methods", method, "--seeds", str(seed), "--jobs", "1"]
+            running.append(((method, seed), subprocess.Popen(command)))
+        time.sleep(2)
+        for item in list(running):
+            (method, seed), process = item
+            if process.poll() is None:
+                continue
+            running.remove(item)
+            if process.returncode:
+                print(f"{method} seed {seed} failed (exit {process.returncode})")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser().parse_args(argv)
+    out = pathlib.Path(args.out)
+    if args.replot:
+        replot(out)
+        return
+    if args.table:
+        table(out)
+        return
+    if args.eval_every is None:
+        args.eval_every = args.budget / 4
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    finite_sum = load_data(args, args.seeds[0])
+    config = _config(args, finite_sum)
     started = time.time()
-    # Seed-major order: an interrupted run still has every method per seed.
-    for seed in args.seeds:
-        for method in args.methods:
+    # Every finished run is kept on its own, so an interrupted benchmark
+    # loses at most the runs in flight and a rerun of the same command
+    # continues it.
+    runs_dir = out.parent / f"{out.name}_runs"
+    runs_dir.mkdir(exist_ok=True)
+
+    def part(method, seed):
+        return runs_dir / f"{method}_seed{seed}.json"
+
+    todo = [(m, s) for s in args.seeds for m in args.methods if not part(m, s).exists()]
+    if args.jobs > 1 and len(todo) > 1:
+        shared = _without_options(argv, ("--methods", "--seeds", "--jobs"))
+        _run_in_processes(args, shared, todo)
+    else:
+        classifiers = {
+            "paper": metrics.reference_mnist_classifier(args.reference_classifier),
+            "project": metrics.load_mnist_classifier(),
+        }
+        # Seed-major order: an interrupted run still has every method per seed.
+        for method, seed in todo:
             run = train_one(method, seed, args, classifiers)
-            runs.append(run)
-            last = run["curve"][-1]
-            print(
-                f"{method:10s} seed {seed}: {run['iterations']} iterations, "
-                f"{run['evaluations']:.0f} evaluations, {run['seconds']:.0f} s; "
-                f"IS paper {last['is_current_paper']:.2f} (ema "
-                f"{last['is_ema_paper']:.2f}), IS project "
-                f"{last['is_current_project']:.2f}, FID "
-                f"{last['fid_current_project']:.1f}",
-                flush=True,
-            )
-            result = {
-                "config": config,
-                "total_seconds": round(time.time() - started, 1),
-                "summary": summarize(runs, args.methods),
-                "runs": runs,
-            }
-            out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-            plot(runs, args.methods, out.with_suffix(".png"))
+            temporary = part(method, seed).with_suffix(".tmp")
+            temporary.write_text(json.dumps(run, indent=1))
+            os.replace(temporary, part(method, seed))
+            _report(run)
+    if args.run_only:
+        return
+    runs = [
+        json.loads(part(m, s).read_text())
+        for s in args.seeds
+        for m in args.methods
+        if part(m, s).exists()
+    ]
+    result = _write(out, config, runs, args.methods, started)
     print(json.dumps({m: _headline(s) for m, s in result["summary"].items()}))
+
+
+def _without_options(argv, names):
+    """`argv` without the given options and their values."""
+    kept, skip = [], False
+    for item in argv:
+        if skip and not item.startswith("--"):
+            continue
+        skip = False
+        name = item.split("=", 1)[0]
+        if name in names:
+            skip = "=" not in item
+            continue
+        kept.append(item)
+    return kept
 
 
 def _headline(summary):

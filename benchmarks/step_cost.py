@@ -35,8 +35,15 @@ METHODS = ["adam", "se", "se-a", "svre", "svre-vrad", "svre-1mb"]
 EVALUATIONS = {"adam": 1, "se": 2, "se-a": 2, "svre": 4, "svre-vrad": 4, "svre-1mb": 3}
 
 
-def measure(network: str, width: int, method: str, jit: bool, steps: int,
-            batch_size: int, snapshot_batch_size: int) -> dict:
+def measure(
+    network: str,
+    width: int,
+    method: str,
+    jit: bool,
+    steps: int,
+    batch_size: int,
+    snapshot_batch_size: int,
+) -> dict:
     """One configuration, in this process."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
@@ -72,8 +79,11 @@ def measure(network: str, width: int, method: str, jit: bool, steps: int,
     if name.startswith("svre"):
         kwargs["restart_probability"] = 1.0 / 64
     optimizer = keras_svre.optimizers.get(name, learning_rate=lr, **kwargs)
-    gan.compile(optimizer=optimizer, jit_compile=jit,
-                **({"one_minibatch": True} if one_minibatch else {}))
+    gan.compile(
+        optimizer=optimizer,
+        jit_compile=jit,
+        **({"one_minibatch": True} if one_minibatch else {}),
+    )
 
     times, snapshots_seen = [], []
 
@@ -90,14 +100,24 @@ def measure(network: str, width: int, method: str, jit: bool, steps: int,
 
     fit_kwargs = {"snapshot_data": snapshot} if gan.method_family == "svre" else {}
     warmup = 3
-    gan.fit(train, epochs=1, steps_per_epoch=steps + warmup, verbose=0,
-            callbacks=[Timer()], **fit_kwargs)
+    gan.fit(
+        train,
+        epochs=1,
+        steps_per_epoch=steps + warmup,
+        verbose=0,
+        callbacks=[Timer()],
+        **fit_kwargs,
+    )
     # The timer callback runs after the snapshot callback, so an iteration that
     # drew a snapshot includes the pass: leave those out of the median.
     clean = [t for t, s in zip(times[warmup:], snapshots_seen[warmup:]) if not s]
     result = {
-        "network": network, "width": width, "method": method, "jit_compile": jit,
-        "batch_size": batch_size, "iterations_timed": len(clean),
+        "network": network,
+        "width": width,
+        "method": method,
+        "jit_compile": jit,
+        "batch_size": batch_size,
+        "iterations_timed": len(clean),
         "median_iteration_s": statistics.median(clean),
         "evaluations_per_iteration": EVALUATIONS[method],
         "parameters": int(generator.count_params() + discriminator.count_params()),
@@ -139,7 +159,9 @@ def _plain_gradient_pass(gan, dataset):
         for batch in dataset:
             with tf.GradientTape(persistent=True) as tape:
                 losses = gan.compute_player_losses(batch, training=True)
-            grads = tape.gradient(losses["generator"], gan.generator.trainable_variables)
+            grads = tape.gradient(
+                losses["generator"], gan.generator.trainable_variables
+            )
             grads += tape.gradient(
                 losses["discriminator"], gan.discriminator.trainable_variables
             )
@@ -168,8 +190,12 @@ def _peak_memory_mb():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--networks", nargs="+", default=["mnist_dcgan:16"],
-                        help="name:width pairs (keras_svre.models names)")
+    parser.add_argument(
+        "--networks",
+        nargs="+",
+        default=["mnist_dcgan:16"],
+        help="name:width pairs (keras_svre.models names)",
+    )
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--jit", choices=["off", "on", "both"], default="both")
     parser.add_argument("--steps", type=int, default=20)
@@ -181,8 +207,19 @@ def main(argv=None):
 
     if args.one:  # child process: one configuration, JSON on the last line
         network, width, method, jit = args.one.split(",")
-        print(json.dumps(measure(network, int(width), method, jit == "1", args.steps,
-                                 args.batch_size, args.snapshot_batch_size)))
+        print(
+            json.dumps(
+                measure(
+                    network,
+                    int(width),
+                    method,
+                    jit == "1",
+                    args.steps,
+                    args.batch_size,
+                    args.snapshot_batch_size,
+                )
+            )
+        )
         return
 
     jits = {"off": [False], "on": [True], "both": [False, True]}[args.jit]
@@ -191,46 +228,78 @@ def main(argv=None):
         network, width = spec.split(":")
         for jit in jits:
             for method in args.methods:
-                cmd = [sys.executable, __file__, "--one",
-                       f"{network},{width},{method},{int(jit)}",
-                       "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                       "--snapshot-batch-size", str(args.snapshot_batch_size)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    f"{network},{width},{method},{int(jit)}",
+                    "--steps",
+                    str(args.steps),
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--snapshot-batch-size",
+                    str(args.snapshot_batch_size),
+                ]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0:
-                    print(f"{network}:{width} {method} jit={jit} FAILED:\n{proc.stderr[-2000:]}")
-                    rows.append({"network": network, "width": int(width), "method": method,
-                                 "jit_compile": jit, "error": proc.stderr[-2000:]})
+                    print(
+                        f"{network}:{width} {method} jit={jit} FAILED:\n{proc.stderr[-2000:]}"
+                    )
+                    rows.append(
+                        {
+                            "network": network,
+                            "width": int(width),
+                            "method": method,
+                            "jit_compile": jit,
+                            "error": proc.stderr[-2000:],
+                        }
+                    )
                     continue
                 row = json.loads(proc.stdout.strip().splitlines()[-1])
                 rows.append(row)
-                print(f"  {network}:{width} jit={int(jit)} {method:10s} "
-                      f"{row['median_iteration_s'] * 1e3:8.1f} ms", flush=True)
+                print(
+                    f"  {network}:{width} jit={int(jit)} {method:10s} "
+                    f"{row['median_iteration_s'] * 1e3:8.1f} ms",
+                    flush=True,
+                )
 
     for row in rows:
-        base = [r for r in rows if r.get("network") == row.get("network")
-                and r.get("jit_compile") == row.get("jit_compile")
-                and r.get("method") == "adam" and "error" not in r]
+        base = [
+            r
+            for r in rows
+            if r.get("network") == row.get("network")
+            and r.get("jit_compile") == row.get("jit_compile")
+            and r.get("method") == "adam"
+            and "error" not in r
+        ]
         if base and "error" not in row:
-            row["ratio_to_sgda_adam"] = row["median_iteration_s"] / base[0]["median_iteration_s"]
+            row["ratio_to_sgda_adam"] = (
+                row["median_iteration_s"] / base[0]["median_iteration_s"]
+            )
 
     import tensorflow as tf
 
     device = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
-    print(f"\n{'network':16s} {'jit':3s} {'method':10s} {'ms/iter':>8s} {'ratio':>6s} "
-          f"{'limit':>5s} {'snap/plain':>10s} {'epoch s':>8s} {'peak MB':>8s}")
+    print(
+        f"\n{'network':16s} {'jit':3s} {'method':10s} {'ms/iter':>8s} {'ratio':>6s} "
+        f"{'limit':>5s} {'snap/plain':>10s} {'epoch s':>8s} {'peak MB':>8s}"
+    )
     for r in rows:
         if "error" in r:
             continue
-        print(f"{r['network'] + ':' + str(r['width']):16s} {int(r['jit_compile']):3d} "
-              f"{r['method']:10s} {r['median_iteration_s'] * 1e3:8.1f} "
-              f"{r.get('ratio_to_sgda_adam', float('nan')):6.2f} "
-              f"{r['evaluations_per_iteration']:5d} "
-              f"{r.get('snapshot_vs_plain_speed', float('nan')):10.2f} "
-              f"{r['amortised_epoch_s']:8.2f} {r['peak_memory_mb']:8.0f}")
+        print(
+            f"{r['network'] + ':' + str(r['width']):16s} {int(r['jit_compile']):3d} "
+            f"{r['method']:10s} {r['median_iteration_s'] * 1e3:8.1f} "
+            f"{r.get('ratio_to_sgda_adam', float('nan')):6.2f} "
+            f"{r['evaluations_per_iteration']:5d} "
+            f"{r.get('snapshot_vs_plain_speed', float('nan')):10.2f} "
+            f"{r['amortised_epoch_s']:8.2f} {r['peak_memory_mb']:8.0f}"
+        )
     out = pathlib.Path(args.out or f"benchmarks/results/step_cost_{device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": device, "argv": sys.argv[1:], "results": rows},
-                              indent=1))
+    out.write_text(
+        json.dumps({"device": device, "argv": sys.argv[1:], "results": rows}, indent=1)
+    )
     print(f"wrote {out}")
 
 

@@ -31,6 +31,10 @@ RUN_OPTIONS = (
     "snapshot_batch_size",
     "take",
     "seed",
+    "warm_start_method",
+    "warm_start_epochs",
+    "warm_start_lr",
+    "ema_decay",
     "mixed_precision",
 )
 # These may be changed on resume, to train a run for longer.
@@ -55,6 +59,9 @@ TRAIN_DEFAULTS = {
     "width": 16,
     "epochs": 4,
     "seed": 0,
+    "warm_start_method": "auto",
+    "warm_start_epochs": 2,
+    "ema_decay": 0.999,
 }
 # Step sizes per method when none is given: the paper's MNIST settings
 # (plain steps 1e-2; Adam-based 1e-3 with beta_1 = 0.5).
@@ -65,6 +72,17 @@ DEFAULT_LEARNING_RATES = {
     "se-a": 1e-3,
     "svre": 1e-2,
     "svre-vrad": 1e-3,
+}
+# How each method steps (keras_svre.Game.method_family): a warm start must
+# step differently from the method it hands over to, so that a checkpoint's
+# optimizer says which phase a run was in.
+METHOD_FAMILIES = {
+    "sgda": "simultaneous",
+    "adam": "simultaneous",
+    "se": "extragradient",
+    "se-a": "extragradient",
+    "svre": "svre",
+    "svre-vrad": "svre",
 }
 
 
@@ -128,6 +146,32 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="SVRE snapshot probability per iteration (default 1/n)",
+    )
+    train.add_argument(
+        "--warm-start-method",
+        default=d["warm_start_method"],
+        help="the paper's SVRE-GAN-WS: train with this method for "
+        "--warm-start-epochs first, then with --method; 'auto': adam before "
+        "svre and svre-vrad, no warm start before other methods; 'none': no "
+        "warm start",
+    )
+    train.add_argument(
+        "--warm-start-epochs",
+        type=int,
+        default=d["warm_start_epochs"],
+        help="epochs of warm start (part of --epochs)",
+    )
+    train.add_argument(
+        "--warm-start-lr",
+        type=float,
+        default=None,
+        help="step size of both players in the warm start (default: per method)",
+    )
+    train.add_argument(
+        "--ema-decay",
+        type=float,
+        default=d["ema_decay"],
+        help="decay of the generator's exponential moving average",
     )
     train.add_argument("--batch-size", type=int, default=d["batch_size"])
     train.add_argument(
@@ -214,10 +258,12 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True, help="output .npy file")
     sample.add_argument(
         "--which",
-        default="ema",
-        choices=["ema", "average", "current"],
-        help="the averaged generator to sample: the (debiased) EMA of the "
-        "iterates, their uniform average, or the current iterate",
+        default="best",
+        choices=["best", "ema", "average", "current"],
+        help="the generator to sample: 'best' is the one that scored best in "
+        "the run's final evaluation (saved in the model; the EMA if the run "
+        "was not evaluated), or the (debiased) EMA of the iterates, their "
+        "uniform average, or the current iterate",
     )
     sample.add_argument("--seed", type=int, default=0)
     return parser
@@ -237,6 +283,19 @@ def _check_train_args(args):
             f"unknown method {args.method!r}; choose one of {', '.join(optimizers.METHODS)}"
         )
     args.method = method
+    warm = str(args.warm_start_method).lower().replace("_", "-")
+    args.warm_start_method = None if warm in ("none", "") else warm
+    if args.warm_start_method not in (None, "auto", *optimizers.METHODS):
+        raise UsageError(
+            f"unknown --warm-start-method {warm!r}; choose one of "
+            f"{', '.join(optimizers.METHODS)}, auto or none"
+        )
+    if args.warm_start_epochs < 0:
+        raise UsageError("--warm-start-epochs must be at least 0")
+    if args.warm_start_lr is not None and args.warm_start_lr <= 0:
+        raise UsageError("--warm-start-lr must be positive")
+    if not 0.0 <= args.ema_decay < 1.0:
+        raise UsageError("--ema-decay must be in [0, 1)")
     if args.architecture not in models.names():
         raise UsageError(
             f"unknown architecture {args.architecture!r}; choose one of "
@@ -267,19 +326,39 @@ def _check_train_args(args):
         )
 
 
-def _make_optimizer(args, lr, batches_per_epoch):
+def _resolve_warm_start(args):
+    """`--warm-start-method auto`: Adam before SVRE methods, none before others."""
+    if args.warm_start_method == "auto":
+        svre = METHOD_FAMILIES[args.method] == "svre"
+        args.warm_start_method = "adam" if svre else None
+    if args.warm_start_method is None:
+        return
+    if METHOD_FAMILIES[args.warm_start_method] == METHOD_FAMILIES[args.method]:
+        raise UsageError(
+            f"--warm-start-method {args.warm_start_method} steps like --method "
+            f"{args.method}: warm-start with another family (sgda/adam before "
+            "se/svre, se/se-a before svre), or use --warm-start-method none"
+        )
+    if args.warm_start_epochs > args.epochs:
+        raise UsageError(
+            f"--warm-start-epochs ({args.warm_start_epochs}) is part of --epochs "
+            f"({args.epochs}) and cannot exceed it"
+        )
+
+
+def _make_optimizer(method, args, lr, batches_per_epoch):
     from keras_svre import optimizers
 
     kwargs = {}
-    if args.method in ("adam", "se-a", "svre-vrad"):
+    if method in ("adam", "se-a", "svre-vrad"):
         kwargs.update(beta_1=args.beta_1, beta_2=args.beta_2)
-    if args.method.startswith("svre"):
+    if method.startswith("svre"):
         # Explicit (default 1/n, n = batches per epoch): the snapshot schedule
         # must not depend on how much of an epoch is left when resuming.
         p = args.restart_probability
         kwargs["restart_probability"] = 1.0 / batches_per_epoch if p is None else p
     try:
-        return optimizers.get(args.method, learning_rate=lr, **kwargs)
+        return optimizers.get(method, learning_rate=lr, **kwargs)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -300,6 +379,7 @@ def train(args) -> dict:
     out = _choose_run_folder(args)
     if args.resume:
         _restore_run_options(args, out)
+    _resolve_warm_start(args)
     import tensorflow as tf
 
     from keras_svre import distribute
@@ -351,24 +431,27 @@ def train(args) -> dict:
             raise UsageError(str(e)) from None
 
     _set_precision(args)
+    phases = _phases(args, finite_sum.batches_per_epoch)
     with strategy.scope():
         if args.resume:
             gan = _load_checkpoint(out / "checkpoint.keras", finite_sum)
         else:
-            gan = _new_gan(args, finite_sum)
+            gan = _new_gan(args, finite_sum, phases[0])
         if args.strategy != "default":
             # Global-batch statistics: training does not depend on the split.
             distribute.synchronize_batch_norm(gan.generator, gan.discriminator)
     _check_image_shape(gan, finite_sum)
-
-    per_epoch = finite_sum.batches_per_epoch // gan.minibatches_per_iteration
-    if per_epoch < 1:
-        raise UsageError(
-            f"an epoch has {finite_sum.batches_per_epoch} batch(es) but one "
-            f"{args.method} iteration uses {gan.minibatches_per_iteration}: use a "
-            "smaller --batch-size or more data"
-        )
-    total = args.steps if args.steps is not None else args.epochs * per_epoch
+    for phase in phases:
+        if phase.per_epoch < 1:
+            raise UsageError(
+                f"an epoch has {finite_sum.batches_per_epoch} batch(es) but one "
+                f"{phase.method} iteration uses more: use a smaller --batch-size "
+                "or more data"
+            )
+    # Iterations of the whole run, warm start included.
+    total = sum((ph.last_epoch - ph.first_epoch) * ph.per_epoch for ph in phases)
+    if args.steps is not None:
+        total = args.steps
     # Every check passed: only now is the run folder written to.
     _prepare_run_folder(out, files, args, chief)
     guard = callbacks.GuardedCheckpoint(checkpoint, args.checkpoint_every)
@@ -379,37 +462,39 @@ def train(args) -> dict:
             keras.callbacks.CSVLogger(str(files / "metrics.csv"), append=True),
         ]
     if args.verbose:
-        cbs.append(_progress_bar(-(-total // per_epoch)))
+        cbs.append(_progress_bar(phases[-1].last_epoch))
 
-    iteration = _iterations(gan)
-    while iteration < total:
-        epoch = iteration // per_epoch
-        done = iteration - epoch * per_epoch
-        steps = min((epoch + 1) * per_epoch, total) - iteration
-        epoch_sum = epoch_data(epoch)
-        # The batches this epoch already used (before an interruption).
-        train_data = epoch_sum.train.skip(done * gan.minibatches_per_iteration)
-        fit_kwargs = {}
-        if gan.method_family == "svre":
-            fit_kwargs["snapshot_data"] = finite_sum.snapshot
-        # An epoch run to its end reads its stream to the end (the stream's
-        # cache is then complete, and no truncation warning is printed).
-        to_end = (epoch + 1) * per_epoch <= total
-        try:
-            gan.fit(
-                train_data,
-                initial_epoch=epoch,
-                epochs=epoch + 1,
-                steps_per_epoch=None if to_end else steps,
-                callbacks=cbs,
-                verbose=args.verbose,
-                shuffle=False,
-                **fit_kwargs,
+    start = _current_phase(gan, phases)
+    before = sum(
+        (ph.last_epoch - ph.first_epoch) * ph.per_epoch for ph in phases[:start]
+    )
+    # Phases finished before a resume, at their full length.
+    report = [_phase_report(None, ph, finite_sum) for ph in phases[:start]]
+    for index in range(start, len(phases)):
+        phase = phases[index]
+        last_phase = index == len(phases) - 1
+        if index > start:
+            with strategy.scope():
+                _compile_phase(gan, args, phase, finite_sum.batches_per_epoch)
+            print(
+                f"keras-svre train: warm start done; switching to {phase.method}",
+                file=sys.stderr,
             )
-        except callbacks.NonFiniteLossError:
-            break  # `guard` knows the iteration; reported below.
-        previous, iteration = iteration, _iterations(gan)
-        if guard.nonfinite_step is not None or iteration == previous:
+        stopped = _train_phase(
+            gan,
+            phase,
+            last_phase,
+            before,
+            total,
+            epoch_data,
+            finite_sum,
+            cbs,
+            guard,
+            args,
+        )
+        report.append(_phase_report(gan, phase, finite_sum))
+        before += _iterations(gan)
+        if stopped or before >= total:
             break
     if guard.nonfinite_step is not None:
         where = (
@@ -423,22 +508,32 @@ def train(args) -> dict:
             "learning rate."
         )
     seconds = time.time() - START_TIME
-    callbacks.save_atomically(gan, files / "model.keras")
     summary = {
         "dataset": args.dataset,
         "method": args.method,
         "strategy": args.strategy,
         "replicas": replicas,
-        "iterations": _iterations(gan),
-        "minibatch_evaluations": _count_evaluations(gan),
-        "snapshots": _snapshots(gan),
-        "seconds": round(seconds, 1),
+        "iterations": sum(r["iterations"] for r in report),
+        "minibatch_evaluations": sum(r["minibatch_evaluations"] for r in report),
+        "snapshots": sum(r["snapshots"] for r in report),
+        "phases": report,
+        "training_seconds": round(seconds, 1),
     }
+    if chief:
+        summary["final_losses"] = _final_losses(files / "metrics.csv")
+        if not args.no_evaluate and tuple(finite_sum.image_shape) == (28, 28, 1):
+            evaluation_start = time.time()
+            summary["evaluation"] = _evaluate(gan, args.seed)
+            # `keras-svre sample` (and `gan.generate()`) then draw from the
+            # generator that scored best.
+            gan.default_generator = summary["evaluation"].get(
+                "best", gan.default_generator
+            )
+            summary["evaluation_seconds"] = round(time.time() - evaluation_start, 1)
+    callbacks.save_atomically(gan, files / "model.keras")
+    summary["seconds"] = round(time.time() - START_TIME, 1)
     if not chief:
         return summary
-    summary["final_losses"] = _final_losses(files / "metrics.csv")
-    if not args.no_evaluate and tuple(finite_sum.image_shape) == (28, 28, 1):
-        summary["evaluation"] = _evaluate(gan, args.seed)
     (files / "metrics.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
     print(_where_the_run_is(out, args))
@@ -482,26 +577,93 @@ def _load_data(args, seed):
         raise UsageError(str(e)) from None
 
 
-def _new_gan(args, finite_sum):
+def _new_gan(args, finite_sum, phase):
     from keras_svre import GAN, models
 
     generator, discriminator = models.get_networks(args.architecture, width=args.width)
     gan = GAN(
-        generator, discriminator, num_examples=finite_sum.num_examples, seed=args.seed
+        generator,
+        discriminator,
+        num_examples=finite_sum.num_examples,
+        ema_decay=args.ema_decay,
+        seed=args.seed,
     )
+    _compile_phase(gan, args, phase, finite_sum.batches_per_epoch)
+    return gan
+
+
+class _Phase:
+    """A stretch of the run trained with one method: epochs [first, last)."""
+
+    def __init__(self, method, generator_lr, discriminator_lr, first, last, per_epoch):
+        self.method = method
+        self.generator_lr = generator_lr
+        self.discriminator_lr = discriminator_lr
+        self.first_epoch = first
+        self.last_epoch = last
+        self.per_epoch = per_epoch
+
+
+def _phases(args, batches_per_epoch) -> list[_Phase]:
+    """The run's phases: the warm start (if any), then `--method`."""
+
+    def per_epoch(method):
+        # Extragradient methods use two minibatches per iteration.
+        return batches_per_epoch // (
+            1 if METHOD_FAMILIES[method] == "simultaneous" else 2
+        )
+
     default_lr = args.lr or DEFAULT_LEARNING_RATES[args.method]
-    g_lr = args.generator_lr or default_lr
-    d_lr = args.discriminator_lr or default_lr
-    n = finite_sum.batches_per_epoch
+    main_phase = (
+        args.method,
+        args.generator_lr or default_lr,
+        args.discriminator_lr or default_lr,
+    )
+    warm_epochs = args.warm_start_epochs if args.warm_start_method else 0
+    phases = []
+    if warm_epochs:
+        lr = args.warm_start_lr or DEFAULT_LEARNING_RATES[args.warm_start_method]
+        phases.append(
+            _Phase(
+                args.warm_start_method,
+                lr,
+                lr,
+                0,
+                warm_epochs,
+                per_epoch(args.warm_start_method),
+            )
+        )
+    if warm_epochs < args.epochs or not phases:
+        phases.append(
+            _Phase(*main_phase, warm_epochs, args.epochs, per_epoch(args.method))
+        )
+    return phases
+
+
+def _compile_phase(gan, args, phase, batches_per_epoch):
+    n = batches_per_epoch
+    g_lr, d_lr = phase.generator_lr, phase.discriminator_lr
     if g_lr == d_lr:
-        gan.compile(optimizer=_make_optimizer(args, g_lr, n), jit_compile=args.jit)
+        gan.compile(
+            optimizer=_make_optimizer(phase.method, args, g_lr, n), jit_compile=args.jit
+        )
     else:
         gan.compile(
-            generator_optimizer=_make_optimizer(args, g_lr, n),
-            discriminator_optimizer=_make_optimizer(args, d_lr, n),
+            generator_optimizer=_make_optimizer(phase.method, args, g_lr, n),
+            discriminator_optimizer=_make_optimizer(phase.method, args, d_lr, n),
             jit_compile=args.jit,
         )
-    return gan
+
+
+def _current_phase(gan, phases) -> int:
+    """Which phase a (loaded) GAN is in: the one whose method steps as it does."""
+    for index, phase in enumerate(phases):
+        if METHOD_FAMILIES[phase.method] == gan.method_family:
+            return index
+    raise UsageError(
+        f"the checkpoint's optimizer ({gan.method_family}) matches no phase of the "
+        "run's settings"
+    )
 
 
 def _load_checkpoint(path, finite_sum):
@@ -691,19 +853,86 @@ def _progress_bar(epochs):
     return RunProgbar()
 
 
-def _snapshots(gan):
-    return [int(o.snapshots_taken.numpy()) for o in gan.svre_optimizers][:1] or [0]
+def _train_phase(
+    gan, phase, last_phase, before, total, epoch_data, finite_sum, cbs, guard, args
+) -> bool:
+    """Trains one phase, an epoch per `fit` call; True if training must stop.
+
+    `before` is the run's iterations before this phase. Epoch `e` of the run
+    reads the data in an order drawn from `(seed, e)` alone, and a phase
+    resumed mid-epoch skips the batches that epoch already used.
+    """
+    from keras_svre.callbacks import NonFiniteLossError
+
+    iteration = _iterations(gan)
+    while before + iteration < total:
+        epoch = phase.first_epoch + iteration // phase.per_epoch
+        if epoch >= phase.last_epoch and not (last_phase and args.steps is not None):
+            return False
+        done = iteration % phase.per_epoch
+        steps = min(phase.per_epoch - done, total - before - iteration)
+        epoch_sum = epoch_data(epoch)
+        k = gan.minibatches_per_iteration
+        # The batches this epoch already used (before an interruption).
+        train_data = epoch_sum.train.skip(done * k)
+        fit_kwargs = {}
+        if gan.method_family == "svre":
+            fit_kwargs["snapshot_data"] = finite_sum.snapshot
+        # An epoch run to its end reads its stream to the end (the stream's
+        # cache is then complete, and no truncation warning is printed).
+        to_end = done + steps == phase.per_epoch
+        try:
+            gan.fit(
+                train_data,
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                steps_per_epoch=None if to_end else steps,
+                callbacks=cbs,
+                verbose=args.verbose,
+                shuffle=False,
+                **fit_kwargs,
+            )
+        except NonFiniteLossError:
+            return True  # `guard` knows the iteration; `train` reports it.
+        previous, iteration = iteration, _iterations(gan)
+        if guard.nonfinite_step is not None or iteration == previous:
+            return True
+    return False
 
 
-def _count_evaluations(gan):
-    """Minibatch evaluations of the game's field (the paper's cost unit)."""
-    iterations = int(gan.game_optimizers[0].iterations.numpy())
-    per_iteration = {"simultaneous": 1, "extragradient": 2, "svre": 4}[
-        gan.method_family
-    ]
-    if gan.method_family == "svre" and gan.one_minibatch:
-        per_iteration = 3
-    return iterations * per_iteration
+# Minibatch evaluations of the game's field per iteration (the paper's cost unit).
+_EVALUATIONS_PER_ITERATION = {"simultaneous": 1, "extragradient": 2, "svre": 4}
+
+
+def _phase_report(gan, phase, finite_sum) -> dict:
+    """A phase's method, iterations, minibatch evaluations and snapshot passes.
+
+    `gan` is `None` for a phase finished before a resume (full length).
+    """
+    family = METHOD_FAMILIES[phase.method]
+    if gan is None:
+        iterations = (phase.last_epoch - phase.first_epoch) * phase.per_epoch
+        snapshots = 0
+        per_iteration = _EVALUATIONS_PER_ITERATION[family]
+    else:
+        iterations = _iterations(gan)
+        svre = gan.svre_optimizers
+        snapshots = int(svre[0].snapshots_taken.numpy()) if svre else 0
+        per_iteration = (
+            3
+            if family == "svre" and gan.one_minibatch
+            else (_EVALUATIONS_PER_ITERATION[family])
+        )
+    # A snapshot pass evaluates the field on n minibatches' worth of examples.
+    pass_cost = finite_sum.num_examples / finite_sum.batch_size
+    return {
+        "method": phase.method,
+        "iterations": iterations,
+        "minibatch_evaluations": round(
+            iterations * per_iteration + snapshots * pass_cost
+        ),
+        "snapshots": snapshots,
+    }
 
 
 def _final_losses(csv_path):
@@ -718,7 +947,11 @@ def _final_losses(csv_path):
 
 
 def _evaluate(gan, seed):
-    """Inception Score etc. of 5,000 samples with the project's MNIST classifier."""
+    """Inception Score etc. of 5,000 samples with the project's MNIST classifier.
+
+    Scores the EMA, uniform-average and current generators; `"best"` names the
+    one with the highest Inception Score (the EMA on a tie).
+    """
     from keras_svre import metrics
 
     try:
@@ -730,6 +963,9 @@ def _evaluate(gan, seed):
         images = (gan.generate(5000, which=which, seed=seed) + 1.0) / 2.0
         scores = metrics.evaluate_images(images, classifier)
         result[which] = {k: round(float(v), 4) for k, v in scores.items()}
+    result["best"] = max(
+        ("ema", "average", "current"), key=lambda w: result[w]["inception_score"]
+    )
     return result
 
 
@@ -758,14 +994,19 @@ def sample(args) -> None:
         raise UsageError(f"could not load {path} as a keras_svre GAN: {e}") from None
     if not hasattr(gan, "generate"):
         raise UsageError(f"{path} is not a keras_svre GAN")
-    images = (gan.generate(args.num, which=args.which, seed=args.seed) + 1.0) / 2.0
+    which = gan.default_generator if args.which == "best" else args.which
+    images = (gan.generate(args.num, which=which, seed=args.seed) + 1.0) / 2.0
     images = np.clip(images, 0.0, 1.0).astype("float32")
     _make_folder(out.parent, "the folder of --out")
     try:
         np.save(out, images)
     except OSError as e:
         raise UsageError(f"could not write --out {out} ({e.strerror or e})") from None
-    print(f"wrote {images.shape[0]} images of shape {images.shape[1:]} to {out}")
+    why = " (the run's best in its final evaluation)" if args.which == "best" else ""
+    print(
+        f"wrote {images.shape[0]} images of shape {images.shape[1:]} from the "
+        f"{which} generator{why} to {out}"
+    )
 
 
 START_TIME = time.time()

@@ -9,6 +9,8 @@ import tensorflow as tf
 from keras_svre import losses as gan_losses
 from keras_svre.game import Game
 
+GENERATORS = ("ema", "average", "current")
+
 
 @keras.saving.register_keras_serializable(package="keras_svre")
 class GAN(Game):
@@ -60,6 +62,10 @@ class GAN(Game):
             callables `(discriminator_loss, generator_loss)` on logits.
         ema_decay: Decay of the generator's EMA. Defaults to `0.999`.
         seed: Seed of the noise bank and of the snapshot-restart draws.
+        default_generator: The generator `generate()` samples when none is
+            named: `"ema"` (default), `"average"` or `"current"`. Saved with
+            the model; `keras-svre train` sets it to the one that scored best
+            in the run's final evaluation.
         **kwargs: Passed to `keras_svre.Game`.
     """
 
@@ -72,6 +78,7 @@ class GAN(Game):
         loss="non_saturating",
         ema_decay: float = 0.999,
         seed: int | None = None,
+        default_generator: str = "ema",
         **kwargs,
     ):
         super().__init__(seed=seed, **kwargs)
@@ -111,6 +118,12 @@ class GAN(Game):
             raise ValueError(
                 f"Argument `ema_decay` must be in [0, 1). Received: ema_decay={ema_decay}."
             )
+        if default_generator not in GENERATORS:
+            raise ValueError(
+                f"Argument `default_generator` must be one of {GENERATORS}. "
+                f"Received: default_generator={default_generator!r}."
+            )
+        self.default_generator = default_generator
         self.generator = generator
         self.discriminator = discriminator
         self.latent_dim = int(latent_dim)
@@ -280,8 +293,12 @@ class GAN(Game):
             )
 
     # Sampling.
-    def generator_weights(self, which: str = "ema") -> list:
-        """The generator's trainable weights: `"current"`, `"average"` or `"ema"`."""
+    def generator_weights(self, which: str | None = None) -> list:
+        """The generator's trainable weights: `"current"`, `"average"` or `"ema"`.
+
+        `None` (default): `default_generator`.
+        """
+        which = self.default_generator if which is None else which
         if which == "current":
             return [tf.convert_to_tensor(v) for v in self.generator.trainable_variables]
         if which == "average":
@@ -297,7 +314,11 @@ class GAN(Game):
         )
 
     def generate(
-        self, latents_or_count, which: str = "ema", batch_size: int = 500, seed=None
+        self,
+        latents_or_count,
+        which: str | None = None,
+        batch_size: int = 500,
+        seed=None,
     ) -> np.ndarray:
         """Generated images (in the generator's output range) as a NumPy array.
 
@@ -305,8 +326,9 @@ class GAN(Game):
             latents_or_count: Latent vectors `[N, latent_dim]`, or a number of
                 samples to draw from N(0, I).
             which: `"ema"` (the debiased exponential moving average of the
-                iterates, default), `"average"` (their uniform average) or
-                `"current"`.
+                iterates), `"average"` (their uniform average) or
+                `"current"`. Defaults to `None`: `default_generator` (`"ema"`
+                unless set).
             batch_size: Generation batch size.
             seed: Seed for drawing the latents when a count is given.
         """
@@ -356,6 +378,7 @@ class GAN(Game):
             "loss": self.loss_config,
             "ema_decay": self.ema_decay,
             "seed": self.seed,
+            "default_generator": self.default_generator,
             "name": self.name,
             "dtype": self.dtype_policy.name,
         }

@@ -13,6 +13,8 @@ import keras_svre
 from keras_svre import cli, data
 
 TINY = ["--take", "256", "--width", "4", "--no-evaluate", "--verbose", "0"]
+# Plain SVRE from the first iteration (the default run warm-starts with Adam).
+TINY += ["--warm-start-method", "none"]
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +50,9 @@ def test_train_leaves_samples_metrics_and_model(trained):
     assert len(rows) == 1 and {"generator_loss", "discriminator_loss"} <= set(rows[0])
     summary = json.loads((trained / "metrics.json").read_text())
     assert summary["iterations"] == 2
-    assert summary["minibatch_evaluations"] == 8
-    assert summary["snapshots"][0] >= 1
+    # 4 per SVRE iteration, plus n = 4 minibatches' worth per snapshot pass.
+    assert summary["snapshots"] >= 1
+    assert summary["minibatch_evaluations"] == 8 + 4 * summary["snapshots"]
     assert np.isfinite(summary["final_losses"]["generator_loss"])
     model = keras.models.load_model(trained / "model.keras")
     assert isinstance(model, keras_svre.GAN)
@@ -146,3 +149,90 @@ def test_strategy_names_match_the_distribute_module():
     from keras_svre import distribute
 
     assert cli.STRATEGIES == distribute.STRATEGIES
+
+
+WARM = ["--take", "256", "--width", "4", "--batch-size", "64", "--verbose", "0"]
+WARM += ["--warm-start-method", "adam", "--warm-start-epochs", "1", "--deterministic"]
+
+
+def _weights(path):
+    return [np.asarray(v) for v in keras.models.load_model(path).weights]
+
+
+def test_warm_start_trains_adam_then_svre(tmp_path, data_dir):
+    out = tmp_path / "run"
+    argv = ["train", *WARM, "--epochs", "2", "--no-evaluate"]
+    assert cli.main([*argv, "--data-dir", data_dir, "--out", os.fspath(out)]) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    # 4 batches per epoch: Adam takes one per iteration, SVRE two.
+    adam, svre = summary["phases"]
+    assert (adam["method"], adam["iterations"], adam["snapshots"]) == ("adam", 4, 0)
+    assert adam["minibatch_evaluations"] == 4
+    assert (svre["method"], svre["iterations"]) == ("svre", 2)
+    assert svre["snapshots"] >= 1
+    assert svre["minibatch_evaluations"] == 2 * 4 + 4 * svre["snapshots"]
+    assert summary["iterations"] == 6
+    model = keras.models.load_model(out / "model.keras")
+    assert isinstance(model.optimizer, keras_svre.SVRE)
+    with open(out / "metrics.csv") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1"]
+
+
+def test_resume_across_the_warm_start_switch_equals_an_uninterrupted_run(
+    tmp_path, data_dir
+):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    common = ["train", *WARM, "--no-evaluate", "--data-dir", data_dir]
+    assert cli.main([*common, "--epochs", "2", "--out", os.fspath(whole)]) == 0
+    # The first run ends with the warm start; resuming it for longer switches.
+    assert cli.main([*common, "--epochs", "1", "--out", os.fspath(parts)]) == 0
+    first = keras.models.load_model(parts / "model.keras")
+    assert isinstance(first.optimizer, keras.optimizers.Adam)
+    argv = ["train", "--resume", "--epochs", "2", "--verbose", "0"]
+    assert cli.main([*argv, "--data-dir", data_dir, "--out", os.fspath(parts)]) == 0
+    for a, b in zip(_weights(whole / "model.keras"), _weights(parts / "model.keras")):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--warm-start-method", "svre-vrad"], "steps like --method svre"),
+        (["--warm-start-method", "sgd-x"], "unknown --warm-start-method 'sgd-x'"),
+        (["--warm-start-epochs", "9", "--epochs", "2"], "cannot exceed it"),
+        (["--ema-decay", "1.0"], "--ema-decay must be in [0, 1)"),
+    ],
+)
+def test_bad_warm_start_settings_exit_2(capsys, tmp_path, extra, message):
+    argv = ["train", *extra, "--out", os.fspath(tmp_path / "run")]
+    _fails_cleanly(capsys, argv, message)
+
+
+def test_auto_warm_start_only_before_svre(tmp_path, data_dir):
+    out = tmp_path / "run"
+    argv = ["train", *TINY[:-2], "--method", "se", "--steps", "1"]
+    assert cli.main([*argv, "--data-dir", data_dir, "--out", os.fspath(out)]) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    assert [p["method"] for p in summary["phases"]] == ["se"]
+    assert json.loads((out / "run.json").read_text())["warm_start_method"] is None
+
+
+def test_sample_draws_the_generator_that_scored_best(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    argv = ["train", *WARM, "--epochs", "1", "--data-dir", data_dir]
+    assert cli.main([*argv, "--out", os.fspath(out)]) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    evaluation = summary["evaluation"]
+    best = max(
+        ("ema", "average", "current"), key=lambda w: evaluation[w]["inception_score"]
+    )
+    assert evaluation["best"] == best
+    model = keras.models.load_model(out / "model.keras")
+    assert model.default_generator == best
+    capsys.readouterr()
+    npy = tmp_path / "best.npy"
+    argv = ["sample", "--model", os.fspath(out / "model.keras"), "--num", "6"]
+    assert cli.main([*argv, "--out", os.fspath(npy)]) == 0
+    assert f"from the {best} generator (the run's best" in capsys.readouterr().out
+    expected = (model.generate(6, which=best, seed=0) + 1.0) / 2.0
+    np.testing.assert_allclose(np.load(npy), np.clip(expected, 0, 1), atol=1e-6)

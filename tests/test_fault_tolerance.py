@@ -30,6 +30,8 @@ RUN = [
     "--deterministic",
     "--verbose",
     "0",
+    "--warm-start-method",
+    "none",
 ]
 ITERATIONS_PER_EPOCH, TOTAL = 8, 16
 TIMEOUT = 200

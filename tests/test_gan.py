@@ -11,7 +11,7 @@ from tests import numpy_reference as ref
 N, LATENT, PIXELS = 12, 3, 4
 
 
-def linear_gan(dtype="float64", seed=0):
+def linear_gan(dtype="float64", seed=0, **kwargs):
     keras.utils.set_random_seed(seed)
     generator = keras.Sequential(
         [keras.Input((LATENT,), dtype=dtype), keras.layers.Dense(PIXELS, dtype=dtype)],
@@ -22,7 +22,7 @@ def linear_gan(dtype="float64", seed=0):
         name="d",
     )
     return keras_svre.GAN(
-        generator, discriminator, num_examples=N, seed=seed, dtype=dtype
+        generator, discriminator, num_examples=N, seed=seed, dtype=dtype, **kwargs
     )
 
 
@@ -197,6 +197,24 @@ def test_averaged_generators_follow_the_iterates():
         + gan.generator_average[1].numpy()
     )
     np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_default_generator_is_what_generate_samples_and_is_saved(tmp_path):
+    gan = linear_gan()
+    gan.compile(optimizer=keras.optimizers.SGD(0.1))
+    gan.fit(indexed(images(), [[0, 1], [2, 3]]), verbose=0)
+    latents = np.ones((2, LATENT))
+    by_name = {w: gan.generate(latents, which=w) for w in ("ema", "average", "current")}
+    assert not np.allclose(by_name["ema"], by_name["current"])
+    np.testing.assert_array_equal(gan.generate(latents), by_name["ema"])
+    gan.default_generator = "current"
+    np.testing.assert_array_equal(gan.generate(latents), by_name["current"])
+    gan.save(tmp_path / "gan.keras")
+    loaded = keras.models.load_model(tmp_path / "gan.keras")
+    assert loaded.default_generator == "current"
+    np.testing.assert_allclose(loaded.generate(latents), by_name["current"], rtol=1e-6)
+    with pytest.raises(ValueError, match="Received: default_generator='best'"):
+        linear_gan(default_generator="best")
 
 
 def test_save_load_round_trip_and_resume(tmp_path):
