@@ -145,8 +145,11 @@ def run_variant(name, settings, args):
             verbose=0,
         )
     # No random restarts: the snapshots are taken here, every --snapshot-every.
+    adam = {"beta_1": 0.5} if args.method == "svre-vrad" else {}
     gan.compile(
-        optimizer=keras_svre.SVRE(learning_rate=args.lr, restart_probability=1e-12)
+        optimizer=keras_svre.optimizers.get(
+            args.method, learning_rate=args.lr, restart_probability=1e-12, **adam
+        )
     )
     function = estimates_function(gan)
     records, done = [], 0
@@ -287,6 +290,13 @@ def _parser():
     )
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument(
+        "--method",
+        default="svre",
+        choices=["svre", "svre-vrad"],
+        help="plain steps, or Adam steps on the variance-reduced direction "
+        "(beta_1 0.5)",
+    )
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cycles", type=int, default=4, help="snapshots per variant")

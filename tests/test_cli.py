@@ -14,7 +14,7 @@ from keras_svre import cli, data
 
 TINY = ["--take", "256", "--width", "4", "--no-evaluate", "--verbose", "0"]
 # Plain SVRE from the first iteration (the default run warm-starts with Adam).
-TINY += ["--warm-start-method", "none"]
+TINY += ["--method", "svre", "--warm-start-method", "none"]
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,8 @@ def test_strategy_names_match_the_distribute_module():
 
 
 WARM = ["--take", "256", "--width", "4", "--batch-size", "64", "--verbose", "0"]
-WARM += ["--warm-start-method", "adam", "--warm-start-epochs", "1", "--deterministic"]
+WARM += ["--method", "svre", "--warm-start-method", "adam", "--warm-start-epochs", "1"]
+WARM += ["--deterministic"]
 
 
 def _weights(path):

@@ -30,6 +30,8 @@ RUN = [
     "--deterministic",
     "--verbose",
     "0",
+    "--method",
+    "svre",
     "--warm-start-method",
     "none",
 ]
