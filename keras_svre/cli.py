@@ -231,8 +231,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run whose checkpoint is in --out (its saved settings "
-        "are used; --epochs/--steps may extend it)",
+        help="continue the run whose checkpoint is in --out (default: "
+        f"{RUNS_ROOT}/{LATEST}; its saved settings are used; --epochs/--steps "
+        "may extend it)",
     )
     train.add_argument("--data-dir", default=None, help="TFDS data folder")
     train.add_argument(
