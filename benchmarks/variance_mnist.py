@@ -255,12 +255,16 @@ def plot(records, path):
                     ]
                     for k in offsets
                 ]
-                x = [k + 0.5 for k in offsets]  # log axis: k = 0 at 0.5
+                # Log axes: k = 0 drawn at 0.5; exact zeros (the variance at
+                # the snapshot itself) are left out.
+                x = np.array([k + 0.5 for k in offsets])
                 for cycle_ratios in zip(*ratios):
-                    axis.plot(x, cycle_ratios, color=color, alpha=0.2, linewidth=0.8)
+                    y = np.array(cycle_ratios)
+                    axis.plot(x[y > 0], y[y > 0], color=color, alpha=0.2, linewidth=0.8)
+                medians = np.array([np.median(r) for r in ratios])
                 axis.plot(
-                    x,
-                    [np.median(r) for r in ratios],
+                    x[medians > 0],
+                    medians[medians > 0],
                     color=color,
                     linewidth=2,
                     marker="o",
@@ -324,6 +328,9 @@ def _parser():
     parser.add_argument(
         "--out", default=str(REPOSITORY / "benchmarks" / "results" / "variance_mnist")
     )
+    parser.add_argument(
+        "--replot", action="store_true", help="only redraw <out>.png from <out>.json"
+    )
     return parser
 
 
@@ -333,6 +340,12 @@ def main(argv=None):
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     out = pathlib.Path(args.out)
+    if args.replot:
+        plot(
+            json.loads(out.with_suffix(".json").read_text())["records"],
+            out.with_suffix(".png"),
+        )
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
     records = []

@@ -35,6 +35,7 @@ RUN_OPTIONS = (
     "warm_start_epochs",
     "warm_start_lr",
     "ema_decay",
+    "batch_norm",
     "mixed_precision",
 )
 # These may be changed on resume, to train a run for longer.
@@ -69,6 +70,7 @@ TRAIN_DEFAULTS = {
     "warm_start_method": "auto",
     "warm_start_epochs": 25,
     "ema_decay": 0.999,
+    "batch_norm": True,
 }
 # Step sizes per method when none is given: the paper's MNIST settings
 # (plain steps 1e-2; Adam-based 1e-3 with beta_1 = 0.5).
@@ -128,6 +130,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=d["width"],
         help="channel multiplier of the networks (the paper's: 64)",
+    )
+    train.add_argument(
+        "--batch-norm",
+        action=argparse.BooleanOptionalAction,
+        default=d["batch_norm"],
+        help="batch normalisation in the networks (mnist_dcgan only can drop it); "
+        "see README, 'Where the variance reduction holds'",
     )
     train.add_argument(
         "--method", default=d["method"], help="sgda, adam, se, se-a, svre, svre-vrad"
@@ -588,7 +597,16 @@ def _load_data(args, seed):
 def _new_gan(args, finite_sum, phase):
     from keras_svre import GAN, models
 
-    generator, discriminator = models.get_networks(args.architecture, width=args.width)
+    options = {} if args.batch_norm else {"batch_norm": False}
+    try:
+        generator, discriminator = models.get_networks(
+            args.architecture, width=args.width, **options
+        )
+    except ValueError:
+        raise UsageError(
+            f"--no-batch-norm: the {args.architecture} networks cannot drop batch "
+            "normalisation (mnist_dcgan can)"
+        ) from None
     gan = GAN(
         generator,
         discriminator,
