@@ -37,6 +37,7 @@ RUN_OPTIONS = (
     "ema_decay",
     "batch_norm",
     "mixed_precision",
+    "average_warm_start",
 )
 # These may be changed on resume, to train a run for longer.
 LENGTH_OPTIONS = ("epochs", "steps")
@@ -71,6 +72,7 @@ TRAIN_DEFAULTS = {
     "warm_start_epochs": 25,
     "ema_decay": 0.999,
     "batch_norm": True,
+    "average_warm_start": False,
 }
 # Step sizes per method when none is given: the paper's MNIST settings
 # (plain steps 1e-2; Adam-based 1e-3 with beta_1 = 0.5).
@@ -182,6 +184,14 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="step size of both players in the warm start (default: per method)",
+    )
+    train.add_argument(
+        "--average-warm-start",
+        action=argparse.BooleanOptionalAction,
+        default=d["average_warm_start"],
+        help="let the averaged generators (uniform and EMA) include the warm "
+        "start's iterates; by default they restart at the switch and average "
+        "the method after it only",
     )
     train.add_argument(
         "--ema-decay",
@@ -493,6 +503,8 @@ def train(args) -> dict:
         if index > start:
             with strategy.scope():
                 _compile_phase(gan, args, phase, finite_sum.batches_per_epoch)
+                if not args.average_warm_start:
+                    gan.reset_averages()
             print(
                 f"keras-svre train: warm start done; switching to {phase.method}",
                 file=sys.stderr,

@@ -230,6 +230,21 @@ class GAN(Game):
         return self.generator(latents, training=training)
 
     # Training.
+    def reset_averages(self):
+        """Restarts the uniform average and the EMA at the current generator.
+
+        For a warm start (SVRE-GAN-WS): the averaged generators then average
+        the iterates of the method that follows only.
+        """
+        for v, average, ema in zip(
+            self.generator.trainable_variables,
+            self.generator_average,
+            self.generator_ema,
+        ):
+            average.assign(v)
+            ema.assign(tf.zeros_like(ema))
+        self.average_count.assign(0)
+
     def _after_update(self):
         # Only applied iterations enter the averages (not skipped ones).
         count = tf.cast(self.average_count + 1, tf.float32)

@@ -176,6 +176,8 @@ def test_warm_start_trains_adam_then_svre(tmp_path, data_dir):
     assert summary["iterations"] == 6
     model = keras.models.load_model(out / "model.keras")
     assert isinstance(model.optimizer, keras_svre.SVRE)
+    # The averaged generators restarted at the switch: SVRE's iterates only.
+    assert int(model.average_count.numpy()) == 2
     with open(out / "metrics.csv") as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1"]
 

@@ -217,6 +217,24 @@ def test_default_generator_is_what_generate_samples_and_is_saved(tmp_path):
         linear_gan(default_generator="best")
 
 
+def test_reset_averages_restarts_both_averaged_generators():
+    gan = linear_gan()
+    gan.compile(optimizer=keras.optimizers.SGD(0.1))
+    gan.fit(indexed(images(), [[0, 1], [2, 3]]), verbose=0)
+    gan.reset_averages()
+    current = [v.numpy() for v in gan.generator.trainable_variables]
+    for which in ("average", "ema"):
+        for a, b in zip(gan.generator_weights(which), current):
+            np.testing.assert_array_equal(a.numpy(), b)
+    gan.fit(indexed(images(), [[4, 5]]), verbose=0)
+    after = [v.numpy() for v in gan.generator.trainable_variables]
+    assert not np.allclose(after[0], current[0])
+    # One iterate since the restart: both averages are that iterate.
+    for which in ("average", "ema"):
+        for a, b in zip(gan.generator_weights(which), after):
+            np.testing.assert_allclose(a.numpy(), b, rtol=1e-12)
+
+
 def test_save_load_round_trip_and_resume(tmp_path):
     x = images()
     order = [
