@@ -161,9 +161,15 @@ def _weights(path):
     return [np.asarray(v) for v in keras.models.load_model(path).weights]
 
 
-def test_warm_start_trains_adam_then_svre(tmp_path, data_dir):
+@pytest.mark.parametrize(
+    "averaging, averaged_iterations",
+    [([], 6), (["--no-average-warm-start"], 2)],
+)
+def test_warm_start_trains_adam_then_svre(
+    tmp_path, data_dir, averaging, averaged_iterations
+):
     out = tmp_path / "run"
-    argv = ["train", *WARM, "--epochs", "2", "--no-evaluate"]
+    argv = ["train", *WARM, "--epochs", "2", "--no-evaluate", *averaging]
     assert cli.main([*argv, "--data-dir", data_dir, "--out", os.fspath(out)]) == 0
     summary = json.loads((out / "metrics.json").read_text())
     # 4 batches per epoch: Adam takes one per iteration, SVRE two.
@@ -176,8 +182,9 @@ def test_warm_start_trains_adam_then_svre(tmp_path, data_dir):
     assert summary["iterations"] == 6
     model = keras.models.load_model(out / "model.keras")
     assert isinstance(model.optimizer, keras_svre.SVRE)
-    # The averaged generators restarted at the switch: SVRE's iterates only.
-    assert int(model.average_count.numpy()) == 2
+    # By default the averaged generators include the warm start's iterates;
+    # with --no-average-warm-start they restart at the switch.
+    assert int(model.average_count.numpy()) == averaged_iterations
     with open(out / "metrics.csv") as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1"]
 
