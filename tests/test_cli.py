@@ -12,18 +12,12 @@ import pytest
 import tensorflow_datasets as tfds
 
 import keras_svre
-from keras_svre import cli, data
+from keras_svre import cli
+from tests.cli_helpers import fails_cleanly
 
 TINY = ["--take", "256", "--width", "4", "--no-evaluate", "--verbose", "0"]
 # Plain SVRE from the first iteration (the default run warm-starts with Adam).
 TINY += ["--method", "svre", "--warm-start-method", "none"]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tfds")
-    data.prepare(data_dir=directory)
-    return os.fspath(directory)
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +28,6 @@ def trained(data_dir, tmp_path_factory):
     argv += ["--data-dir", data_dir, "--out", os.fspath(out)]
     assert cli.main(argv) == 0
     return out
-
-
-def _fails_cleanly(capsys, argv, message):
-    """Runs the CLI; checks exit code 2, one clear message, no traceback."""
-    assert cli.main(argv) == cli.EXIT_USAGE
-    err = capsys.readouterr().err
-    assert message in err, err
-    assert "Traceback" not in err
-    return err
 
 
 def test_train_leaves_samples_metrics_and_model(trained):
@@ -89,7 +74,7 @@ def test_sample_writes_images_in_the_unit_range(trained, tmp_path, capsys):
     ],
 )
 def test_bad_arguments_exit_2(capsys, argv, message):
-    _fails_cleanly(capsys, argv, message)
+    fails_cleanly(capsys, argv, message)
 
 
 def test_unknown_strategy_is_refused_by_the_parser(capsys):
@@ -102,12 +87,12 @@ def test_unknown_strategy_is_refused_by_the_parser(capsys):
 def test_multiworker_needs_tf_config(capsys, monkeypatch, tmp_path, data_dir):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     argv = ["train", *TINY, "--strategy", "multiworker", "--out", os.fspath(tmp_path)]
-    _fails_cleanly(capsys, [*argv, "--data-dir", data_dir], "TF_CONFIG")
+    fails_cleanly(capsys, [*argv, "--data-dir", data_dir], "TF_CONFIG")
 
 
 def test_resume_needs_a_run(capsys, tmp_path):
     argv = ["train", "--resume", "--out", os.fspath(tmp_path)]
-    _fails_cleanly(capsys, argv, "nothing to resume")
+    fails_cleanly(capsys, argv, "nothing to resume")
 
 
 def test_resume_refuses_other_settings(capsys, trained, tmp_path):
@@ -115,7 +100,7 @@ def test_resume_refuses_other_settings(capsys, trained, tmp_path):
     out.mkdir()
     (out / "run.json").write_text((trained / "run.json").read_text())
     argv = ["train", "--resume", "--out", os.fspath(out), "--method", "sgda"]
-    err = _fails_cleanly(capsys, argv, "--method sgda (the run has svre)")
+    err = fails_cleanly(capsys, argv, "--method sgda (the run has svre)")
     assert "continues a run with its own settings" in err
 
 
@@ -123,7 +108,7 @@ def test_wrong_image_shape_for_the_architecture(capsys, tmp_path):
     argv = ["train", *TINY, "--dataset", "cifar10", "--architecture", "mnist_dcgan"]
     argv += ["--batch-size", "4", "--data-dir", os.fspath(tmp_path / "tfds")]
     with tfds.testing.mock_data(num_examples=16):
-        _fails_cleanly(
+        fails_cleanly(
             capsys,
             [*argv, "--out", os.fspath(tmp_path / "run")],
             "images have shape (32, 32, 3) but the networks take (28, 28, 1)",
@@ -137,7 +122,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     argv = ["train", *TINY, "--method", "sgda", "--lr", "1e8", "--epochs", "3"]
     argv += ["--batch-size", "64", "--checkpoint-every", "1"]
     argv += ["--data-dir", data_dir, "--out", os.fspath(out)]
-    err = _fails_cleanly(capsys, argv, "became non-finite at iteration")
+    err = fails_cleanly(capsys, argv, "became non-finite at iteration")
     stopped_at = int(err.split("non-finite at iteration ")[1].split(";")[0])
     assert 0 < stopped_at < 12
     assert "last good checkpoint is" in err
@@ -233,7 +218,7 @@ def test_resume_across_the_warm_start_switch_equals_an_uninterrupted_run(
 )
 def test_bad_warm_start_settings_exit_2(capsys, tmp_path, extra, message):
     argv = ["train", *extra, "--out", os.fspath(tmp_path / "run")]
-    _fails_cleanly(capsys, argv, message)
+    fails_cleanly(capsys, argv, message)
 
 
 def test_auto_warm_start_only_before_svre(tmp_path, data_dir):

