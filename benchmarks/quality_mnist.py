@@ -1,6 +1,7 @@
-"""Sample quality on MNIST: SGDA-Adam, SE-A, SVRE and SVRE-VRAd at an equal cost.
+"""Sample quality on MNIST: SGDA-Adam, SE-A, SVRE, SVRE-VRAd and SVRE-GAN-WS at an equal cost.
 
-    python benchmarks/quality_mnist.py --budget 2000 --width 8 --seeds 0 1 2
+    python benchmarks/quality_mnist.py --budget 20000 --eval-every 2500 \
+        --seeds 0 1 2 --methods adam se-a svre svre-vrad svre-ws --jobs 2
 
 Trains each method on the offline MNIST digits (`keras_svre.data.load()`,
 5,000 images) with the same networks (`mnist_dcgan`), batch size and budget,
