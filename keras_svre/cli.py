@@ -477,7 +477,7 @@ def train(args) -> dict:
                 "or more data"
             )
     # Iterations of the whole run, warm start included.
-    total = sum((ph.last_epoch - ph.first_epoch) * ph.per_epoch for ph in phases)
+    total = sum(ph.iterations for ph in phases)
     if args.steps is not None:
         total = args.steps
     # Every check passed: only now is the run folder written to.
@@ -493,9 +493,7 @@ def train(args) -> dict:
         cbs.append(_progress_bar(phases[-1].last_epoch))
 
     start = _current_phase(gan, phases)
-    before = sum(
-        (ph.last_epoch - ph.first_epoch) * ph.per_epoch for ph in phases[:start]
-    )
+    before = sum(ph.iterations for ph in phases[:start])
     # Phases finished before a resume, at their full length.
     report = [_phase_report(None, ph, finite_sum) for ph in phases[:start]]
     for index in range(start, len(phases)):
@@ -641,6 +639,11 @@ class _Phase:
         self.first_epoch = first
         self.last_epoch = last
         self.per_epoch = per_epoch
+
+    @property
+    def iterations(self) -> int:
+        """Iterations of the phase at its full length."""
+        return (self.last_epoch - self.first_epoch) * self.per_epoch
 
 
 def _phases(args, batches_per_epoch) -> list[_Phase]:
@@ -950,18 +953,16 @@ def _phase_report(gan, phase, finite_sum) -> dict:
     """
     family = METHOD_FAMILIES[phase.method]
     if gan is None:
-        iterations = (phase.last_epoch - phase.first_epoch) * phase.per_epoch
+        iterations = phase.iterations
         snapshots = 0
         per_iteration = _EVALUATIONS_PER_ITERATION[family]
     else:
         iterations = _iterations(gan)
         svre = gan.svre_optimizers
         snapshots = int(svre[0].snapshots_taken.numpy()) if svre else 0
-        per_iteration = (
-            3
-            if family == "svre" and gan.one_minibatch
-            else (_EVALUATIONS_PER_ITERATION[family])
-        )
+        per_iteration = _EVALUATIONS_PER_ITERATION[family]
+        if family == "svre" and gan.one_minibatch:
+            per_iteration = 3  # F_i(w_S) once for both halves of the step.
     # A snapshot pass evaluates the field on n minibatches' worth of examples.
     pass_cost = finite_sum.num_examples / finite_sum.batch_size
     return {
