@@ -62,19 +62,18 @@ REFERENCE_CLASSIFIER = (
     REPOSITORY.parent / "shared" / "reference" / "mnist_mlp_classifier.npz"
 )
 
-# The paper's MNIST settings (METHOD.md): Adam-based methods 1e-3 with
-# beta_1 = 0.5, plain SVRE 1e-2.
+# The paper's MNIST settings (METHOD.md; the method table's step sizes):
+# Adam-based methods 1e-3 with beta_1 = 0.5, plain SVRE 1e-2.
 METHODS = {
-    "adam": {"learning_rate": 1e-3, "beta_1": 0.5, "label": "SGDA-Adam"},
-    "se-a": {"learning_rate": 1e-3, "beta_1": 0.5, "label": "SE-A"},
-    "svre": {"learning_rate": 1e-2, "label": "SVRE"},
-    "svre-vrad": {"learning_rate": 1e-3, "beta_1": 0.5, "label": "SVRE-VRAd"},
+    "adam": {"beta_1": 0.5, "label": "SGDA-Adam"},
+    "se-a": {"beta_1": 0.5, "label": "SE-A"},
+    "svre": {"label": "SVRE"},
+    "svre-vrad": {"beta_1": 0.5, "label": "SVRE-VRAd"},
     # SVRE-GAN-WS (the paper's warm start): SGDA-Adam with its settings above
     # for the first `--warm-evaluations`, then SVRE with its settings above.
     # The warm length was picked on seed 100, which is never reported.
     "svre-ws": {"warm_start": "adam", "then": "svre", "label": "SVRE-GAN-WS"},
 }
-EVALUATIONS_PER_ITERATION = {"simultaneous": 1, "extragradient": 2, "svre": 4}
 GENERATORS = ("current", "average", "ema")
 CLASSIFIERS = ("paper", "project")
 SUMMARY_KEYS = (
@@ -97,16 +96,15 @@ class GradientEvaluationCount:
 
     def __init__(self, gan, pass_cost: float, offset: float = 0.0):
         self.gan = gan
-        self.per_iteration = EVALUATIONS_PER_ITERATION[gan.method_family]
+        self.per_iteration = gan.evaluations_per_iteration
         self.pass_cost = pass_cost
         self.offset = offset
 
     def __call__(self, iterations=None, snapshots=None) -> float:
         if iterations is None:
-            iterations = int(self.gan.game_optimizers[0].iterations.numpy())
+            iterations = self.gan.iterations
         if snapshots is None:
-            svre = self.gan.svre_optimizers
-            snapshots = int(svre[0].snapshots_taken.numpy()) if svre else 0
+            snapshots = self.gan.snapshots_taken
         return (
             self.offset + iterations * self.per_iteration + snapshots * self.pass_cost
         )
@@ -150,7 +148,7 @@ class TrainingClock(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.seconds += time.perf_counter() - self._since
-        self.at[int(self.model.game_optimizers[0].iterations.numpy())] = self.seconds
+        self.at[self.model.iterations] = self.seconds
 
 
 def load_data(args, seed):
@@ -159,6 +157,14 @@ def load_data(args, seed):
         snapshot_batch_size=args.snapshot_batch_size,
         seed=seed,
     )
+
+
+def _settings(method):
+    """A method's recorded settings, its step size from the method table included."""
+    settings = dict(METHODS[method])
+    if "warm_start" not in settings:
+        settings["learning_rate"] = optimizers.method(method).learning_rate
+    return settings
 
 
 def phases(method, args):
@@ -204,16 +210,15 @@ def train_one(method, seed, args, classifiers):
             for k, v in settings.items()
             if k not in ("label", "warm_start", "then")
         }
-        gan.compile(optimizer=optimizers.get(name, **kwargs))
+        table = optimizers.method(name)
+        gan.compile(optimizer=table.build(table.learning_rate, **kwargs))
         count = GradientEvaluationCount(gan, pass_cost, offset=spent)
         # Iterations between measurements, from the expected cost of an
         # iteration (SVRE: 4 plus one pass of n evaluations every n
         # iterations on average).
         per_epoch = finite_sum.batches_per_epoch // gan.minibatches_per_iteration
         expected_cost = count.per_iteration + (
-            pass_cost / finite_sum.batches_per_epoch
-            if gan.method_family == "svre"
-            else 0
+            pass_cost / finite_sum.batches_per_epoch if gan.variance_reduced else 0
         )
         every = max(1, round(args.eval_every / expected_cost))
         evaluation = GeneratorEvaluation(
@@ -228,7 +233,7 @@ def train_one(method, seed, args, classifiers):
         clock.at = {}
         callbacks = [StopAtBudget(count, until), clock, variance, evaluation]
         fit_kwargs = {}
-        if gan.method_family == "svre":
+        if gan.variance_reduced:
             fit_kwargs["snapshot_data"] = finite_sum.snapshot
         clock.start()
         gan.fit(
@@ -255,9 +260,8 @@ def train_one(method, seed, args, classifiers):
             if "snapshots" in point:
                 point["snapshots"] += snapshots_before
             curve.append(point)
-        svre = gan.svre_optimizers
-        phase_iterations = int(gan.game_optimizers[0].iterations.numpy())
-        phase_snapshots = int(svre[0].snapshots_taken.numpy()) if svre else 0
+        phase_iterations = gan.iterations
+        phase_snapshots = gan.snapshots_taken
         details.append(
             {
                 "method": name,
@@ -573,7 +577,7 @@ def _config(args, finite_sum):
             "svre-vrad": 4,
             "svre-ws": "1 (warm start), then 4",
         },
-        "methods": {m: METHODS[m] for m in args.methods},
+        "methods": {m: _settings(m) for m in args.methods},
         "warm_evaluations": args.warm_evaluations,
         "seeds": args.seeds,
         "eval_every": args.eval_every,

@@ -32,7 +32,6 @@ import sys
 import time
 
 METHODS = ["adam", "se", "se-a", "svre", "svre-vrad", "svre-1mb"]
-EVALUATIONS = {"adam": 1, "se": 2, "se-a": 2, "svre": 4, "svre-vrad": 4, "svre-1mb": 3}
 
 
 def measure(
@@ -73,12 +72,9 @@ def measure(
     )
     gan = keras_svre.GAN(generator, discriminator, num_examples=n, seed=0)
     one_minibatch = method == "svre-1mb"
-    name = "svre" if one_minibatch else method
-    lr = 1e-3 if name in ("adam", "se-a", "svre-vrad") else 1e-2
-    kwargs = {"beta_1": 0.5} if name in ("adam", "se-a", "svre-vrad") else {}
-    if name.startswith("svre"):
-        kwargs["restart_probability"] = 1.0 / 64
-    optimizer = keras_svre.optimizers.get(name, learning_rate=lr, **kwargs)
+    table = keras_svre.optimizers.method("svre" if one_minibatch else method)
+    kwargs = table.applicable(beta_1=0.5, restart_probability=1.0 / 64)
+    optimizer = table.build(table.learning_rate, **kwargs)
     gan.compile(
         optimizer=optimizer,
         jit_compile=jit,
@@ -90,15 +86,14 @@ def measure(
     class Timer(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
             self.t = time.perf_counter()
-            self.s = [int(o.snapshots_taken.numpy()) for o in gan.svre_optimizers]
+            self.s = gan.snapshots_taken
 
         def on_train_batch_end(self, batch, logs=None):
             float(logs[next(iter(logs))])  # wait for the step's results
             times.append(time.perf_counter() - self.t)
-            now = [int(o.snapshots_taken.numpy()) for o in gan.svre_optimizers]
-            snapshots_seen.append(now != self.s)
+            snapshots_seen.append(gan.snapshots_taken != self.s)
 
-    fit_kwargs = {"snapshot_data": snapshot} if gan.method_family == "svre" else {}
+    fit_kwargs = {"snapshot_data": snapshot} if gan.variance_reduced else {}
     warmup = 3
     gan.fit(
         train,
@@ -119,10 +114,10 @@ def measure(
         "batch_size": batch_size,
         "iterations_timed": len(clean),
         "median_iteration_s": statistics.median(clean),
-        "evaluations_per_iteration": EVALUATIONS[method],
+        "evaluations_per_iteration": gan.evaluations_per_iteration,
         "parameters": int(generator.count_params() + discriminator.count_params()),
     }
-    if gan.method_family == "svre":
+    if gan.variance_reduced:
         gan.take_snapshot(snapshot)  # traced already; time the next ones
         passes = []
         for _ in range(3):
@@ -151,7 +146,7 @@ def _plain_gradient_pass(gan, dataset):
     """A plain pass: both players' gradients on every batch, summed, in one tf.function."""
     import tensorflow as tf
 
-    variables = gan._game_variables
+    variables = gan.game_variables
 
     @tf.function
     def run():

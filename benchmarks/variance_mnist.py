@@ -69,16 +69,15 @@ def _flat(tensors):
 
 def estimates_function(gan):
     """F_i(w) and d_i(w) per player, flattened, on one minibatch."""
-    ranges = gan._player_ranges
 
     @tf.function
     def estimates(batch):
-        g, _ = gan._field(batch, gan._current_point())
-        g_snapshot, _ = gan._field(batch, gan._snapshot_point())
-        d = gan._variance_reduced(g, g_snapshot)
+        g, _ = gan.field(batch, gan.current_point())
+        g_snapshot, _ = gan.field(batch, gan.snapshot_point())
+        d = gan.variance_reduced_direction(g, g_snapshot)
         return (
-            {p: _flat(g[lo:hi]) for p, (lo, hi) in ranges.items()},
-            {p: _flat(d[lo:hi]) for p, (lo, hi) in ranges.items()},
+            {p: _flat(part) for p, part in gan.by_player(g).items()},
+            {p: _flat(part) for p, part in gan.by_player(d).items()},
         )
 
     return estimates
@@ -87,14 +86,14 @@ def estimates_function(gan):
 def full_field(gan, dataset):
     """The mean over `dataset`'s examples of F_i at the current point, per player."""
     mean = gan.snapshot_mean_gradient(dataset)
-    return {p: _flat(mean[lo:hi]).numpy() for p, (lo, hi) in gan._player_ranges.items()}
+    return {p: _flat(part).numpy() for p, part in gan.by_player(mean).items()}
 
 
 def mean_gradient(gan):
     """mu_S, per player, flattened: the variance-reduced direction of g = g_S = 0."""
-    zeros = [tf.zeros_like(v) for v in gan._game_variables]
-    mu = gan._variance_reduced(zeros, zeros)
-    return {p: _flat(mu[lo:hi]).numpy() for p, (lo, hi) in gan._player_ranges.items()}
+    zeros = [tf.zeros_like(v) for v in gan.game_variables]
+    mu = gan.variance_reduced_direction(zeros, zeros)
+    return {p: _flat(part).numpy() for p, part in gan.by_player(mu).items()}
 
 
 def measure(function, batches, full):

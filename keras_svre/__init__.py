@@ -28,7 +28,7 @@ from keras_svre import (
     training,
 )
 from keras_svre.bilinear import BilinearGame
-from keras_svre.game import Game, SnapshotSchedule
+from keras_svre.game import Game
 from keras_svre.gan import GAN
 from keras_svre.optimizers import SVRE, Extragradient
 
@@ -40,7 +40,6 @@ __all__ = [
     "BilinearGame",
     "Extragradient",
     "Game",
-    "SnapshotSchedule",
     "callbacks",
     "data",
     "distribute",

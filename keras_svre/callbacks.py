@@ -169,12 +169,9 @@ class GuardedCheckpoint(keras.callbacks.Callback):
         self.saved_step = None
         self._step = 0
 
-    def _iterations(self):
-        return int(self.model.game_optimizers[0].iterations.numpy())
-
     def on_train_begin(self, logs=None):
         self.nonfinite_step = None
-        self._step = self._iterations()
+        self._step = self.model.iterations
         if not self.path.exists():
             self._save()
 
@@ -190,7 +187,7 @@ class GuardedCheckpoint(keras.callbacks.Callback):
         self.model.stop_training = True
 
     def on_train_batch_end(self, batch, logs=None):
-        previous, self._step = self._step, self._iterations()
+        previous, self._step = self._step, self.model.iterations
         if not self._finite(logs):
             # A game skips a non-finite iteration (its count does not
             # advance): the failing one is the next.
@@ -214,3 +211,143 @@ class GuardedCheckpoint(keras.callbacks.Callback):
             return
         save_atomically(self.model, self.path)
         self.saved_step = self._step
+
+
+# ---------------------------------------------------------------------- #
+# What `Game.fit` adds to the user's callbacks.
+# ---------------------------------------------------------------------- #
+_LR_CALLBACKS = (
+    keras.callbacks.LearningRateScheduler,
+    keras.callbacks.ReduceLROnPlateau,
+)
+
+
+def for_game(game, callbacks) -> list:
+    """The callbacks `Game.fit` runs: the user's, adapted to a game, then its own.
+
+    Monitors of the game's losses get `mode="min"` (as Keras' compiled losses
+    do); learning-rate callbacks act on every player's optimizer
+    (`EveryPlayer`); `StopOnNonFinite` comes last.
+    """
+    callbacks = list(callbacks or [])
+    loss_names = ["loss"] + [f"{name}_loss" for name in game.player_names]
+    for i, callback in enumerate(callbacks):
+        if getattr(callback, "mode", None) == "auto" and isinstance(
+            getattr(callback, "monitor", None), str
+        ):
+            if callback.monitor.removeprefix("val_") in loss_names:
+                callback.mode = "min"
+        if len(game.game_optimizers) > 1 and isinstance(callback, _LR_CALLBACKS):
+            callbacks[i] = EveryPlayer(callback)
+    # Last, so that the user's callbacks (checkpoints, TerminateOnNaN) see the
+    # failing batch first.
+    callbacks.append(StopOnNonFinite())
+    return callbacks
+
+
+class _AllOptimizers:
+    """What Keras' learning-rate callbacks look for to act on several optimizers."""
+
+    def __init__(self, optimizers):
+        self.optimizers = list(optimizers)
+
+    @property
+    def learning_rate(self):
+        return self.optimizers[0].learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        for opt in self.optimizers:
+            opt.learning_rate = value
+
+
+class _GameView:
+    """The game, except that `optimizer` is every player's optimizer."""
+
+    def __init__(self, game):
+        object.__setattr__(self, "_game", game)
+        object.__setattr__(self, "optimizer", _AllOptimizers(game.game_optimizers))
+
+    def __getattr__(self, name):
+        return getattr(self._game, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._game, name, value)
+
+
+class EveryPlayer(keras.callbacks.Callback):
+    """Runs a learning-rate callback on every player's optimizer.
+
+    `LearningRateScheduler` and `ReduceLROnPlateau` act on each optimizer in
+    `model.optimizer.optimizers` when there is such a list; this gives them
+    one, through a view of the game. `Game.fit` wraps them in it.
+    """
+
+    def __init__(self, callback):
+        super().__init__()
+        self.callback = callback
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.callback.set_model(_GameView(model))
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.callback.set_params(params)
+
+
+def _forward(hook):
+    def method(self, *args, **kwargs):
+        return getattr(self.callback, hook)(*args, **kwargs)
+
+    method.__name__ = hook
+    return method
+
+
+for _hook in [name for name in dir(keras.callbacks.Callback) if name.startswith("on_")]:
+    setattr(EveryPlayer, _hook, _forward(_hook))
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops `fit` when an iteration was non-finite, then raises `NonFiniteLossError`.
+
+    `Game.fit` adds it last. Training stops after the failing batch; the
+    error is raised at the end of training, once every callback has closed
+    what it holds (log files, for instance).
+    """
+
+    def on_train_begin(self, logs=None):
+        self.error = None
+
+    def on_train_end(self, logs=None):
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if self.error is not None or loss is None or np.all(np.isfinite(loss)):
+            return
+        game = self.model
+        failed = game.iterations + 1
+        bad = [
+            name
+            for name in game.player_names
+            if not np.all(np.isfinite(logs.get(f"{name}_loss", 0.0)))
+        ]
+        what = (
+            f"the loss of {', '.join(bad)}" if bad else "a gradient"
+        ) + " was NaN or infinite"
+        weights_ok = all(np.all(np.isfinite(v.numpy())) for v in game.game_variables)
+        kept = (
+            f"the iteration was not applied: the game holds the weights after "
+            f"iteration {failed - 1}"
+            if weights_ok
+            else "the weights are already non-finite (an update overflowed): "
+            "reload a checkpoint"
+        )
+        self.error = NonFiniteLossError(
+            f"Training stopped at iteration {failed}: {what}; {kept}. Check the "
+            "data for NaN or infinite values, or use a smaller learning rate."
+        )
+        self.model.stop_training = True

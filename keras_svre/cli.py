@@ -74,27 +74,20 @@ TRAIN_DEFAULTS = {
     "batch_norm": True,
     "average_warm_start": True,
 }
-# Step sizes per method when none is given: the paper's MNIST settings
-# (plain steps 1e-2; Adam-based 1e-3 with beta_1 = 0.5).
-DEFAULT_LEARNING_RATES = {
-    "sgda": 1e-2,
-    "adam": 1e-3,
-    "se": 1e-2,
-    "se-a": 1e-3,
-    "svre": 1e-2,
-    "svre-vrad": 1e-3,
-}
-# How each method steps (keras_svre.Game.method_family): a warm start must
-# step differently from the method it hands over to, so that a checkpoint's
-# optimizer says which phase a run was in.
-METHOD_FAMILIES = {
-    "sgda": "simultaneous",
-    "adam": "simultaneous",
-    "se": "extragradient",
-    "se-a": "extragradient",
-    "svre": "svre",
-    "svre-vrad": "svre",
-}
+
+
+def _method(name):
+    """The method table's entry (keras_svre.optimizers.methods)."""
+    from keras_svre.optimizers import methods
+
+    return methods.method(name)
+
+
+def _steps_like(method) -> tuple:
+    """How a method steps: a warm start must step differently from the method
+    it hands over to, so that a checkpoint's optimizer says which phase a run
+    was in."""
+    return (method.extrapolates, method.variance_reduced)
 
 
 class UsageError(Exception):
@@ -305,13 +298,13 @@ def _check_train_args(args):
             f"unknown dataset {args.dataset!r}; choose one of "
             f"{', '.join(data.SUPPORTED_DATASETS)}"
         )
-    method = args.method.lower().replace("_", "-")
+    method = optimizers.methods.canonical(args.method)
     if method not in optimizers.METHODS:
         raise UsageError(
             f"unknown method {args.method!r}; choose one of {', '.join(optimizers.METHODS)}"
         )
     args.method = method
-    warm = str(args.warm_start_method).lower().replace("_", "-")
+    warm = optimizers.methods.canonical(args.warm_start_method)
     args.warm_start_method = None if warm in ("none", "") else warm
     if args.warm_start_method not in (None, "auto", *optimizers.METHODS):
         raise UsageError(
@@ -357,11 +350,13 @@ def _check_train_args(args):
 def _resolve_warm_start(args):
     """`--warm-start-method auto`: Adam before SVRE methods, none before others."""
     if args.warm_start_method == "auto":
-        svre = METHOD_FAMILIES[args.method] == "svre"
+        svre = _method(args.method).variance_reduced
         args.warm_start_method = "adam" if svre else None
     if args.warm_start_method is None:
         return
-    if METHOD_FAMILIES[args.warm_start_method] == METHOD_FAMILIES[args.method]:
+    if _steps_like(_method(args.warm_start_method)) == _steps_like(
+        _method(args.method)
+    ):
         raise UsageError(
             f"--warm-start-method {args.warm_start_method} steps like --method "
             f"{args.method}: warm-start with another family (sgda/adam before "
@@ -374,19 +369,19 @@ def _resolve_warm_start(args):
         )
 
 
-def _make_optimizer(method, args, lr, batches_per_epoch):
-    from keras_svre import optimizers
-
-    kwargs = {}
-    if method in ("adam", "se-a", "svre-vrad"):
-        kwargs.update(beta_1=args.beta_1, beta_2=args.beta_2)
-    if method.startswith("svre"):
-        # Explicit (default 1/n, n = batches per epoch): the snapshot schedule
-        # must not depend on how much of an epoch is left when resuming.
-        p = args.restart_probability
-        kwargs["restart_probability"] = 1.0 / batches_per_epoch if p is None else p
+def _make_optimizer(name, args, lr, batches_per_epoch):
+    method = _method(name)
+    # The restart probability is explicit (default 1/n, n = batches per
+    # epoch): the snapshot schedule must not depend on how much of an epoch
+    # is left when resuming.
+    p = args.restart_probability
+    kwargs = method.applicable(
+        beta_1=args.beta_1,
+        beta_2=args.beta_2,
+        restart_probability=1.0 / batches_per_epoch if p is None else p,
+    )
     try:
-        return optimizers.get(method, learning_rate=lr, **kwargs)
+        return method.build(lr, **kwargs)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -521,7 +516,7 @@ def train(args) -> dict:
             args,
         )
         report.append(_phase_report(gan, phase, finite_sum))
-        before += _iterations(gan)
+        before += gan.iterations
         if stopped or before >= total:
             break
     if guard.nonfinite_step is not None:
@@ -576,10 +571,6 @@ def _set_precision(args):
         "float32" if args.mixed_precision is None else f"mixed_{args.mixed_precision}"
     )
     keras.mixed_precision.set_global_policy(policy)
-
-
-def _iterations(gan) -> int:
-    return int(gan.game_optimizers[0].iterations.numpy())
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -649,13 +640,11 @@ class _Phase:
 def _phases(args, batches_per_epoch) -> list[_Phase]:
     """The run's phases: the warm start (if any), then `--method`."""
 
-    def per_epoch(method):
-        # Extragradient methods use two minibatches per iteration.
-        return batches_per_epoch // (
-            1 if METHOD_FAMILIES[method] == "simultaneous" else 2
-        )
+    def per_epoch(name):
+        # Extrapolating methods use two minibatches per iteration.
+        return batches_per_epoch // _method(name).minibatches_per_iteration()
 
-    default_lr = args.lr or DEFAULT_LEARNING_RATES[args.method]
+    default_lr = args.lr or _method(args.method).learning_rate
     main_phase = (
         args.method,
         args.generator_lr or default_lr,
@@ -664,7 +653,7 @@ def _phases(args, batches_per_epoch) -> list[_Phase]:
     warm_epochs = args.warm_start_epochs if args.warm_start_method else 0
     phases = []
     if warm_epochs:
-        lr = args.warm_start_lr or DEFAULT_LEARNING_RATES[args.warm_start_method]
+        lr = args.warm_start_lr or _method(args.warm_start_method).learning_rate
         phases.append(
             _Phase(
                 args.warm_start_method,
@@ -700,11 +689,14 @@ def _compile_phase(gan, args, phase, batches_per_epoch):
 def _current_phase(gan, phases) -> int:
     """Which phase a (loaded) GAN is in: the one whose method steps as it does."""
     for index, phase in enumerate(phases):
-        if METHOD_FAMILIES[phase.method] == gan.method_family:
+        if _steps_like(_method(phase.method)) == (
+            gan.extrapolates,
+            gan.variance_reduced,
+        ):
             return index
     raise UsageError(
-        f"the checkpoint's optimizer ({gan.method_family}) matches no phase of the "
-        "run's settings"
+        f"the checkpoint's optimizer ({type(gan.game_optimizers[0]).__name__}) "
+        "matches no phase of the run's settings"
     )
 
 
@@ -906,7 +898,7 @@ def _train_phase(
     """
     from keras_svre.callbacks import NonFiniteLossError
 
-    iteration = _iterations(gan)
+    iteration = gan.iterations
     while before + iteration < total:
         epoch = phase.first_epoch + iteration // phase.per_epoch
         if epoch >= phase.last_epoch and not (last_phase and args.steps is not None):
@@ -918,7 +910,7 @@ def _train_phase(
         # The batches this epoch already used (before an interruption).
         train_data = epoch_sum.train.skip(done * k)
         fit_kwargs = {}
-        if gan.method_family == "svre":
+        if gan.variance_reduced:
             fit_kwargs["snapshot_data"] = finite_sum.snapshot
         # An epoch run to its end reads its stream to the end (the stream's
         # cache is then complete, and no truncation warning is printed).
@@ -936,14 +928,10 @@ def _train_phase(
             )
         except NonFiniteLossError:
             return True  # `guard` knows the iteration; `train` reports it.
-        previous, iteration = iteration, _iterations(gan)
+        previous, iteration = iteration, gan.iterations
         if guard.nonfinite_step is not None or iteration == previous:
             return True
     return False
-
-
-# Minibatch evaluations of the game's field per iteration (the paper's cost unit).
-_EVALUATIONS_PER_ITERATION = {"simultaneous": 1, "extragradient": 2, "svre": 4}
 
 
 def _phase_report(gan, phase, finite_sum) -> dict:
@@ -951,18 +939,14 @@ def _phase_report(gan, phase, finite_sum) -> dict:
 
     `gan` is `None` for a phase finished before a resume (full length).
     """
-    family = METHOD_FAMILIES[phase.method]
     if gan is None:
         iterations = phase.iterations
         snapshots = 0
-        per_iteration = _EVALUATIONS_PER_ITERATION[family]
+        per_iteration = _method(phase.method).evaluations_per_iteration()
     else:
-        iterations = _iterations(gan)
-        svre = gan.svre_optimizers
-        snapshots = int(svre[0].snapshots_taken.numpy()) if svre else 0
-        per_iteration = _EVALUATIONS_PER_ITERATION[family]
-        if family == "svre" and gan.one_minibatch:
-            per_iteration = 3  # F_i(w_S) once for both halves of the step.
+        iterations = gan.iterations
+        snapshots = gan.snapshots_taken
+        per_iteration = gan.evaluations_per_iteration
     # A snapshot pass evaluates the field on n minibatches' worth of examples.
     pass_cost = finite_sum.num_examples / finite_sum.batch_size
     return {

@@ -193,6 +193,48 @@ def logs_for_reduction(logs: dict) -> dict:
     return {name: tf.reshape(value, [1]) for name, value in logs.items()}
 
 
+def all_reduce_mean(tensors: list) -> list:
+    """The mean over replicas of per-replica tensors (in replica context).
+
+    The identity on one device or outside a strategy's `run`.
+    """
+    context = tf.distribute.get_replica_context()
+    strategy = tf.distribute.get_strategy()
+    if context is None or strategy.num_replicas_in_sync == 1:
+        return tensors
+    return context.all_reduce(tf.distribute.ReduceOp.MEAN, tensors)
+
+
+def cond_on_every_replica(predicate, true_fn, false_fn) -> None:
+    """`tf.cond(predicate, true_fn, false_fn)` that may hold Keras' `apply`.
+
+    Keras' optimizers merge across replicas inside `apply`, which a `cond` in
+    replica context cannot hold: under a strategy the decision is taken in
+    cross-replica context (every replica must have the same `predicate`, e.g.
+    from all-reduced values), as Keras' `LossScaleOptimizer` does, and the
+    chosen function runs on every replica.
+    """
+    context = tf.distribute.get_replica_context()
+    strategy = tf.distribute.get_strategy()
+    if context is None or strategy.num_replicas_in_sync == 1:
+        tf.cond(predicate, true_fn, false_fn)
+        return
+
+    def decide(distribution, predicate):
+        first = distribution.experimental_local_results(predicate)[0]
+
+        def on_replicas(fn):
+            def run():
+                distribution.extended.call_for_each_replica(fn)
+                return tf.constant(True)
+
+            return run
+
+        return tf.cond(first, on_replicas(true_fn), on_replicas(false_fn))
+
+    context.merge_call(decide, args=(predicate,))
+
+
 def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """Makes multi-worker input split each global batch, never the files.
 

@@ -56,17 +56,17 @@ def _check_positive_int(name, value):
 
 
 def _training_iterations(model) -> int:
-    """Iterations done so far: the game's optimizer step counter."""
-    optimizers = getattr(model, "game_optimizers", None)
-    optimizer = optimizers[0] if optimizers else model.optimizer
-    return int(optimizer.iterations.numpy())
+    """Iterations done so far (a game's, or a plain model's optimizer's)."""
+    if hasattr(model, "game_optimizers"):
+        return model.iterations
+    return int(model.optimizer.iterations.numpy())
 
 
 def _snapshots_taken(model) -> int | None:
-    optimizers = getattr(model, "svre_optimizers", None)
-    if not optimizers:
+    """Snapshots taken so far; `None` for methods without snapshots."""
+    if not getattr(model, "variance_reduced", False):
         return None
-    return int(optimizers[0].snapshots_taken.numpy())
+    return model.snapshots_taken
 
 
 class _PeriodicMeasurement(keras.callbacks.Callback):

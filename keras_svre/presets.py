@@ -142,14 +142,15 @@ def get(name: str) -> Preset:
     return PRESETS[name]
 
 
-def _optimizers(method, g_lr, d_lr, preset, iterations_per_epoch):
+def _optimizers(name, g_lr, d_lr, preset, batches_per_epoch):
+    method = optimizers.method(name)
+    iterations_per_epoch = batches_per_epoch // method.minibatches_per_iteration()
+
     def one(lr):
         if preset.lr_decay != 1.0:
             lr = epoch_decay(lr, iterations_per_epoch, preset.lr_decay)
-        kwargs = {}
-        if method in ("adam", "se-a", "svre-vrad"):
-            kwargs.update(beta_1=preset.beta_1, beta_2=preset.beta_2)
-        return optimizers.get(method, learning_rate=lr, **kwargs)
+        kwargs = method.applicable(beta_1=preset.beta_1, beta_2=preset.beta_2)
+        return method.build(lr, **kwargs)
 
     return {"generator_optimizer": one(g_lr), "discriminator_optimizer": one(d_lr)}
 
@@ -216,23 +217,21 @@ def train(
         ema_decay=preset.ema_decay,
         seed=seed,
     )
-    k = 1 if preset.method in ("sgda", "adam") else 2
     main = _optimizers(
         preset.method,
         preset.generator_lr,
         preset.discriminator_lr,
         preset,
-        data.batches_per_epoch // k,
+        data.batches_per_epoch,
     )
     warm_opts = None
     if warm:
-        wk = 1 if preset.warm_start_method in ("sgda", "adam") else 2
         warm_opts = _optimizers(
             preset.warm_start_method,
             preset.warm_start_lr,
             preset.warm_start_lr,
             preset,
-            data.batches_per_epoch // wk,
+            data.batches_per_epoch,
         )
     history = fit_with_warm_start(
         gan,

@@ -77,7 +77,7 @@ def fit_with_warm_start(
     compile_with(warm_optimizer)
     run(0, warm_epochs)
     compile_with(optimizer)
-    extra = {"snapshot_data": snapshot_data} if game.method_family == "svre" else {}
+    extra = {"snapshot_data": snapshot_data} if game.variance_reduced else {}
     run(warm_epochs, epochs, **extra)
     return history
 

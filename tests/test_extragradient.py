@@ -38,8 +38,7 @@ def assert_close(actual, expected):
 
 def apply_in_game_step(optimizer, grads, variables):
     """One update, as a `keras_svre.Game` train step makes it."""
-    with optimizer.game_step():
-        optimizer.apply([np.asarray(g, "float64") for g in grads], variables)
+    optimizer.apply_direction([np.asarray(g, "float64") for g in grads], variables)
 
 
 def numpy_step(rule, d, m, v, t, beta_1=0.9, beta_2=0.999, eps=1e-8):
@@ -464,9 +463,10 @@ def test_apply_outside_a_game_step():
         optimizer.apply([np.array(D)], [w])
     assert_close(w, W0)
     assert int(optimizer.iterations.numpy()) == 0
-    # The game-step flag is restored, also after an error inside it.
-    with pytest.raises(RuntimeError), optimizer.game_step():
-        raise RuntimeError("inside")
+    # `apply_direction` lets the update through only while it runs, also
+    # when it fails (here on a direction of the wrong shape).
+    with pytest.raises(Exception, match="shape"):
+        optimizer.apply_direction([np.ones(5)], [w])
     with pytest.raises(TypeError):
         optimizer.apply_gradients([(np.array(D), w)])
 

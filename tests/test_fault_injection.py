@@ -101,7 +101,7 @@ def _weights(game):
 
 
 def _iterations(game):
-    return int(game.game_optimizers[0].iterations.numpy())
+    return game.iterations
 
 
 @pytest.fixture
@@ -323,15 +323,13 @@ def test_mixed_float16_skips_overflowing_iterations_and_halves_the_scale(
         METHODS[method](), initial_scale=2.0**40, dynamic_growth_steps=1000
     )
     gan = _gan(optimizer)
-    assert (
-        gan.dynamic_loss_scaling
-        and gan.method_family
-        == {
-            "sgda": "simultaneous",
-            "se": "extragradient",
-            "svre": "svre",
-        }[method]
-    )
+    # The method is the wrapped optimizer's: (extrapolates, variance_reduced).
+    assert gan.dynamic_loss_scaling
+    assert (gan.extrapolates, gan.variance_reduced) == {
+        "sgda": (False, False),
+        "se": (True, False),
+        "svre": (True, True),
+    }[method]
     assert not isinstance(gan.optimizer, keras.optimizers.LossScaleOptimizer)
     if method == "svre":
         # The snapshot pass overflows too: it halves the scale and redoes the
@@ -380,7 +378,7 @@ def test_loss_scale_grows_after_good_steps():
         dynamic_growth_steps=2,
     )
     gan = _gan(optimizer)
-    assert gan.method_family == "svre" and isinstance(gan.optimizer, keras_svre.SVRE)
+    assert gan.variance_reduced and isinstance(gan.optimizer, keras_svre.SVRE)
     gan.fit(_indexed(_images(), 8), epochs=1, verbose=0)
     assert _iterations(gan) == 4
     assert float(gan.loss_scale.numpy()) == 4.0

@@ -65,7 +65,7 @@ def _finish(process, timeout=TIMEOUT):
 
 
 def _iterations(model):
-    return int(model.game_optimizers[0].iterations.numpy())
+    return model.iterations
 
 
 def _assert_all_keras_files_load(directory):

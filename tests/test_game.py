@@ -176,17 +176,17 @@ def test_variance_reduced_gradient_is_exact_at_the_snapshot():
     opt = keras_svre.SVRE(0.1)
     game.compile(optimizer=opt)
     game.take_snapshot(tf.data.Dataset.range(DIM).batch(3))
-    point = game._current_point()
+    point = game.current_point()
     directions = []
     for i in range(DIM):
-        g, _ = game._field(tf.constant([i]), point)
-        g_s, _ = game._field(tf.constant([i]), game._snapshot_point())
-        directions.append([d.numpy() for d in game._variance_reduced(g, g_s)])
+        g, _ = game.field(tf.constant([i]), point)
+        g_s, _ = game.field(tf.constant([i]), game.snapshot_point())
+        directions.append([d.numpy() for d in game.variance_reduced_direction(g, g_s)])
     stacked = np.array([np.concatenate(d) for d in directions])
     assert np.allclose(stacked.std(axis=0), 0.0, atol=1e-14)
     raw = np.array(
         [
-            np.concatenate([t.numpy() for t in game._field(tf.constant([i]), point)[0]])
+            np.concatenate([t.numpy() for t in game.field(tf.constant([i]), point)[0]])
             for i in range(DIM)
         ]
     )

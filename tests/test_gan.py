@@ -121,8 +121,8 @@ def test_paired_evaluations_agree_at_the_snapshot():
     gan.take_snapshot(indexed(x, np.arange(N)).batch(6))
     for i in range(0, N, 4):
         batch = (tf.range(i, i + 4), tf.constant(x[i : i + 4]))
-        g, _ = gan._field(batch, gan._current_point())
-        g_s, _ = gan._field(batch, gan._snapshot_point())
+        g, _ = gan.field(batch, gan.current_point())
+        g_s, _ = gan.field(batch, gan.snapshot_point())
         for a, b in zip(g, g_s):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
 

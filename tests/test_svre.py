@@ -1,8 +1,8 @@
 """Unit tests of `keras_svre.SVRE`, in the style of Keras' optimizer tests.
 
 The optimizer is driven by hand, as a `keras_svre.Game` train step drives it:
-`take_snapshot` + `set_mean_gradient`, `variance_reduced_gradient`,
-`extrapolate`, then `apply` inside `game_step()`. The expected values are
+`take_snapshot`, `variance_reduced_gradient`, `extrapolate`, then
+`apply_direction`. The expected values are
 written out with NumPy on float64 variables; Keras keeps the learning rate in
 a float32 variable, hence `f32(lr)`.
 """
@@ -80,8 +80,7 @@ def test_variance_reduced_gradient():
     w, u = variable(W0), variable(U0)
     optimizer = built_svre([w, u])
     mu = [np.array([0.25, -0.5, 1.0]), np.array([[1.0, 2.0], [3.0, 4.0]])]
-    optimizer.take_snapshot([w, u])
-    optimizer.set_mean_gradient(mu, [w, u])
+    optimizer.take_snapshot([w, u], mu)
 
     g = [np.array([1.0, 2.0, 3.0]), np.array([[0.5, 0.5], [0.5, 0.5]])]
     g_s = [np.array([-1.0, 0.5, 2.0]), np.array([[1.5, -0.5], [0.0, 2.5]])]
@@ -102,10 +101,13 @@ def test_snapshot_slot():
     optimizer = built_svre([w, u])
     assert int(optimizer.snapshots_taken.numpy()) == 0
 
-    optimizer.take_snapshot([w, u])
+    mu = [np.array([1.0, -2.0, 3.0]), np.full((2, 2), 0.5)]
+    optimizer.take_snapshot([w, u], mu)
     assert int(optimizer.snapshots_taken.numpy()) == 1
     assert_close(optimizer._snapshots[0], W0)
     assert_close(optimizer._snapshots[1], U0)
+    assert_close(optimizer._mean_gradients[0], mu[0])
+    assert_close(optimizer._mean_gradients[1], mu[1])
 
     # The snapshot stays put while the iterate moves.
     apply_in_game_step(optimizer, [np.ones(3), np.ones((2, 2))], [w, u])
@@ -115,10 +117,11 @@ def test_snapshot_slot():
     assert_close(snapshot_w, W0)
     assert_close(snapshot_u, U0)
 
-    optimizer.take_snapshot([w, u])
+    optimizer.take_snapshot([w, u], [-mu[0], -mu[1]])
     assert int(optimizer.snapshots_taken.numpy()) == 2
     assert_close(optimizer._snapshots[0], w1)
     assert_close(optimizer._snapshots[1], u1)
+    assert_close(optimizer._mean_gradients[0], -mu[0])
 
 
 @pytest.mark.parametrize("adaptive", [None, "adam", "vrad"])
@@ -128,8 +131,7 @@ def test_extrapolate_single_step(adaptive):
     optimizer = built_svre(
         [w], adaptive=adaptive, beta_1=0.5, beta_2=0.75, average_restart_probability=1
     )
-    optimizer.take_snapshot([w])
-    optimizer.set_mean_gradient([np.array([1.0, 1.0, 1.0])], [w])
+    optimizer.take_snapshot([w], [np.array([1.0, 1.0, 1.0])])
     optimizer.reset_average([w])
     before = [v.numpy().copy() for v in optimizer.variables]
 
@@ -168,8 +170,7 @@ def test_one_plain_iteration_by_hand():
     """Snapshot, mean field, extrapolation and update, with small numbers."""
     w = variable([1.0, 2.0])
     optimizer = built_svre([w], learning_rate=0.5)
-    optimizer.take_snapshot([w])
-    optimizer.set_mean_gradient([np.array([1.0, -1.0])], [w])
+    optimizer.take_snapshot([w], [np.array([1.0, -1.0])])
 
     # F_i(w) = w + c_i with c_i = [0, 1]; F_j(w) = 2 w.
     c_i = np.array([0.0, 1.0])
@@ -298,8 +299,7 @@ def test_correctness_with_golden():
 
     for t, ((i, j), expected) in enumerate(zip(order, golden, strict=True)):
         if t in snapshot_after:
-            optimizer.take_snapshot(players)
-            optimizer.set_mean_gradient(mean_field(x.numpy(), y.numpy()), players)
+            optimizer.take_snapshot(players, mean_field(x.numpy(), y.numpy()))
         snapshot = numpy_values(optimizer.snapshot_values(players))
         current = numpy_values(players)
         d = optimizer.variance_reduced_gradient(
@@ -326,7 +326,7 @@ def test_learning_rate_schedule_is_honoured():
     w = variable(W0)
     optimizer = SVRE(schedule)
     optimizer.build([w])
-    optimizer.take_snapshot([w])
+    optimizer.take_snapshot([w], [np.zeros(3)])
     d = np.array([0.5, 4.0, -1.5])
     expected = np.array(W0)
     for step in range(3):
@@ -342,8 +342,7 @@ def test_clipnorm_clips_extrapolation_and_update():
     lr = f32(0.1)
     w = variable([1.0, 1.0])
     optimizer = built_svre([w], clipnorm=1.0)
-    optimizer.take_snapshot([w])
-    optimizer.set_mean_gradient([np.array([30.0, -40.0])], [w])
+    optimizer.take_snapshot([w], [np.array([30.0, -40.0])])
     zero = [np.zeros(2)]
     d = optimizer.variance_reduced_gradient(zero, zero, [w])  # mu, norm 50
     (half,) = optimizer.extrapolate(d, [w])
@@ -388,12 +387,11 @@ def test_slots_survive_keras_save_and_load(tmp_path):
     players = [game.x, game.y]
     # Give every slot a distinct non-zero value, as a game step would.
     rng = np.random.default_rng(0)
-    optimizer.take_snapshot(players)
-    optimizer.set_mean_gradient([rng.normal(size=4), rng.normal(size=4)], players)
+    optimizer.take_snapshot(players, [rng.normal(size=4), rng.normal(size=4)])
     optimizer.reset_average(players)
     for _ in range(2):
         apply_in_game_step(optimizer, [rng.normal(size=4), rng.normal(size=4)], players)
-    optimizer.take_snapshot(players)
+    optimizer.take_snapshot(players, [rng.normal(size=4), rng.normal(size=4)])
 
     path = tmp_path / "game.keras"
     game.save(path)
@@ -515,8 +513,7 @@ def test_average_with_gradient_accumulation_counts_real_steps_only():
     optimizer.build([w])
     optimizer.reset_average([w])
     for _ in range(2):
-        with optimizer.game_step():
-            optimizer.apply([np.array([1.0])], [w])
+        optimizer.apply_direction([np.array([1.0])], [w])
     # One real step: iterates 0 and -1.
     assert_close(optimizer._averages[0], np.array([-0.5]))
     assert int(optimizer.average_size.numpy()) == 2

@@ -27,7 +27,7 @@ def test_warm_start_switches_to_svre_with_a_snapshot_at_the_switch():
     assert int(svre.snapshots_taken.numpy()) == 1
     assert history.epoch == [0, 1, 2]
     assert len(history.history["x_loss"]) == 3
-    assert game.method_family == "svre"
+    assert game.variance_reduced and game.extrapolates
 
 
 def test_snapshot_at_switch_equals_the_warm_start_end_point():

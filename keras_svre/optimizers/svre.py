@@ -1,7 +1,6 @@
 """Stochastic variance-reduced extragradient (SVRE)."""
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from keras_svre.optimizers.extragradient import Extragradient
@@ -153,7 +152,7 @@ class SVRE(Extragradient):
 
     def snapshot_values(self, variables):
         """The snapshot point `w_S` for `variables`, as tensors."""
-        return [tf.convert_to_tensor(self._slot(self._snapshots, v)) for v in variables]
+        return [self._slot(self._snapshots, v).value for v in variables]
 
     @property
     def average_size(self):
@@ -171,7 +170,7 @@ class SVRE(Extragradient):
     def average_values(self, variables):
         """The uniform average of the iterates for `variables`, as tensors."""
         self._check_keeps_average()
-        return [tf.convert_to_tensor(self._slot(self._averages, v)) for v in variables]
+        return [self._slot(self._averages, v).value for v in variables]
 
     def variance_reduced_gradient(self, gradients, snapshot_gradients, variables):
         """The variance-reduced direction `g - g_snapshot + mu` per variable.
@@ -187,26 +186,24 @@ class SVRE(Extragradient):
         return [
             ops.cast(g, v.dtype)
             - ops.cast(g_s, v.dtype)
-            + tf.convert_to_tensor(self._slot(self._mean_gradients, v))
+            + self._slot(self._mean_gradients, v).value
             for g, g_s, v in zip(gradients, snapshot_gradients, variables)
         ]
 
-    def take_snapshot(self, variables):
-        """Copies the current `variables` into the snapshot slots.
+    def take_snapshot(self, variables, mean_gradients):
+        """Makes the current `variables` the snapshot, with their mean gradient.
 
-        The game then sets the snapshot's mean gradient with
-        `set_mean_gradient` after its full pass.
+        Args:
+            variables: The variables; their values become `w_S`.
+            mean_gradients: The full-data mean of the game's field at those
+                values (`mu_S`; the game's snapshot pass computes it), one per
+                variable.
         """
         self._check_variables_are_known(variables)
-        for v in variables:
+        for v, g in zip(variables, mean_gradients, strict=True):
             self.assign(self._slot(self._snapshots, v), v)
-        self.assign_add(self.snapshots_taken, 1)
-
-    def set_mean_gradient(self, mean_gradients, variables):
-        """Stores the full-data mean gradient at the snapshot (`mu_S`)."""
-        self._check_variables_are_known(variables)
-        for g, v in zip(mean_gradients, variables):
             self.assign(self._slot(self._mean_gradients, v), g)
+        self.assign_add(self.snapshots_taken, 1)
 
     def reset_average(self, variables):
         """Restarts the uniform average of the iterates at `variables`."""

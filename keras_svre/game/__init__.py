@@ -1,0 +1,11 @@
+"""The generic game and its train step.
+
+- `core`: `Game` (compile, the train step, fit);
+- `snapshots`: SVRE's snapshot pass, restart draws and their schedule;
+- `data`: stacking minibatches for a step, and the data checks;
+- `loss_scaling`: the game's dynamic loss scaling (mixed_float16).
+"""
+
+from keras_svre.game.core import UPDATE_POINTS, Game
+
+__all__ = ["UPDATE_POINTS", "Game"]

@@ -1,0 +1,906 @@
+"""The generic two-player (n-player) game: compile, the train step, fit."""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from keras_svre import callbacks as game_callbacks
+from keras_svre import distribute
+from keras_svre import optimizers as game_optimizers
+from keras_svre.game import data as game_data
+from keras_svre.game import loss_scaling, snapshots
+from keras_svre.optimizers.methods import (
+    evaluations_per_iteration,
+    minibatches_per_iteration,
+)
+
+UPDATE_POINTS = ("extrapolated", "opponent_extrapolated")
+
+
+class _Group:
+    """Players that share one optimizer, and where their variables are."""
+
+    def __init__(self, optimizer, players, indices, variables):
+        self.optimizer = optimizer
+        self.players = tuple(players)
+        self.indices = list(indices)
+        self.variables = list(variables)
+
+
+class Game(keras.Model):
+    """A differentiable game whose players are trained with `fit`.
+
+    A game has players, each owning some trainable variables and minimising
+    its own loss. Subclasses say who the players are and what their losses
+    are on a minibatch; the train step is this class's and serves every method.
+    The step follows what the optimizers declare (see
+    `keras_svre.optimizers.GameOptimizer`):
+
+    - a plain Keras optimizer (`SGD`, `Adam`, ...): simultaneous gradient
+      steps (SGDA), one minibatch per iteration;
+    - an optimizer that `extrapolates` (`keras_svre.Extragradient`: SE,
+      SE-A): two minibatches per iteration, i for the extrapolation, j for
+      the update;
+    - an optimizer that is `variance_reduced` (`keras_svre.SVRE`): on each
+      minibatch the game's field is evaluated at the current (or
+      extrapolated) point and at the snapshot, on the same data, and the
+      step uses `g - g_snapshot + mu`. A snapshot pass over the whole
+      finite-sum dataset sets `mu`, before training and then after each
+      iteration with probability `restart_probability` (default `1/n`).
+
+    Both players' gradients at one point come from one forward pass of the
+    game (one persistent tape). The other points (snapshot, extrapolated)
+    are evaluated statelessly through `keras.StatelessScope`, so no copy of
+    any network is made.
+
+    Non-trainable state (BatchNorm moving statistics, spectral-norm power
+    iterates, random-seed state): only the evaluation at the current point on
+    minibatch i updates it. The snapshot, extrapolated-point and
+    snapshot-pass evaluations run in training mode (the same function as the
+    current-point one) but their state updates are discarded. The snapshot
+    evaluation on a minibatch runs before the current-point one, so both see
+    the same random state (the same dropout masks, for instance).
+
+    Non-finite values: an iteration whose losses or gradients (at any of its
+    evaluation points) are NaN or infinite is not applied, and `fit` raises
+    `keras_svre.callbacks.NonFiniteLossError` naming the iteration; the
+    weights are those of the last good iteration. The logs' `loss` entry
+    (the players' losses summed) is NaN then, so Keras' `TerminateOnNaN`
+    works too.
+
+    Mixed precision: under the `mixed_float16` dtype policy (or with the
+    optimizers wrapped in `keras.optimizers.LossScaleOptimizer`) the game
+    scales the losses dynamically itself, for every method: an iteration with
+    a non-finite gradient is skipped (extrapolation included) and the scale
+    halved; after `dynamic_growth_steps` (default 2,000) applied iterations
+    in a row it doubles. The scale (`loss_scale`) is a weight of the game,
+    saved with it. An explicit `loss_scale_factor` on the optimizers is a
+    fixed scale, kept as given.
+
+    Subclasses implement:
+
+    - `players()`: an ordered dict `name -> list of trainable variables`;
+    - `compute_player_losses(data, training)`: a dict `name -> scalar loss`
+      on one minibatch, each a mean over the minibatch's examples (the
+      snapshot pass weighs batches by their size), all from ONE forward
+      pass.
+
+    Args:
+        seed: Seed of the snapshot-restart draws. `None` draws one.
+        **kwargs: Passed to `keras.Model`.
+    """
+
+    def __init__(self, *, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        self.seed = int(seed)
+        # Counter of the restart draws, saved with the model, so that a resumed
+        # run draws what an uninterrupted one would have.
+        self.restart_draws = self.add_weight(
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
+            name="restart_draws",
+        )
+        self._groups = None
+
+    # ------------------------------------------------------------------ #
+    # What a game declares.
+    # ------------------------------------------------------------------ #
+    def players(self) -> dict[str, list]:
+        """Ordered mapping `player name -> trainable variables it owns`."""
+        raise NotImplementedError("A Game subclass must implement `players()`.")
+
+    def compute_player_losses(self, data, training: bool = True) -> dict:
+        """Each player's loss on one minibatch, from one forward pass."""
+        raise NotImplementedError(
+            "A Game subclass must implement `compute_player_losses(data, training)`."
+        )
+
+    # ------------------------------------------------------------------ #
+    # Compile.
+    # ------------------------------------------------------------------ #
+    def compile(
+        self,
+        optimizer=None,
+        *,
+        update_point: str = "extrapolated",
+        one_minibatch: bool = False,
+        jit_compile="auto",
+        steps_per_execution: int = 1,
+        **player_optimizers,
+    ):
+        """Chooses the method (through the optimizers) and the step options.
+
+        Args:
+            optimizer: One optimizer for all players. Or give one per player
+                as `<player>_optimizer=...` (e.g. `generator_optimizer`).
+                All optimizers must step alike (the same `extrapolates` and
+                `variance_reduced`: plain Keras, `Extragradient` or `SVRE`).
+            update_point: Where the update gradient is evaluated.
+                `"extrapolated"` (Algorithm 1 of the paper): every player at
+                the joint extrapolated point. `"opponent_extrapolated"` (the
+                authors' reference code): each player at its own current
+                weights against the others' extrapolated weights (one more
+                forward pass per extra player).
+            one_minibatch: Extrapolating methods only: use one minibatch for
+                both the extrapolation and the update, so an SVRE iteration
+                needs F(snapshot) once (3 evaluations instead of 4).
+            jit_compile: Passed to `keras.Model.compile`.
+            steps_per_execution: Passed to `keras.Model.compile`. Snapshot
+                restarts are drawn between executions (one Bernoulli draw per
+                iteration, so the rate is unchanged).
+            **player_optimizers: `<player>_optimizer` arguments.
+        """
+        names = list(self.players())
+        given = self._given_optimizers(names, optimizer, player_optimizers)
+        if update_point not in UPDATE_POINTS:
+            raise ValueError(
+                f"Argument `update_point` must be one of {UPDATE_POINTS}. "
+                f"Received: update_point={update_point!r}."
+            )
+        dynamic_scaling = loss_scaling.settings(
+            [opt for opt, _ in given], self.dtype_policy.name
+        )
+        # A `LossScaleOptimizer` is recognised: the game runs its dynamic
+        # scaling and the method is its inner optimizer's.
+        given_inner = [(loss_scaling.unwrap(opt), members) for opt, members in given]
+        optimizers = [opt for opt, _ in given_inner]
+        if len({id(o) for o in optimizers}) != len(optimizers):
+            raise ValueError(
+                "The same optimizer instance was given for several players: "
+                "pass `optimizer=` once for all players, or a separate instance "
+                "per player."
+            )
+        kinds = {
+            (game_optimizers.extrapolates(o), game_optimizers.variance_reduced(o))
+            for o in optimizers
+        }
+        if len(kinds) > 1:
+            raise ValueError(
+                "All players must use the same family of method (optimizers "
+                "that declare the same `extrapolates` and `variance_reduced`: "
+                "plain Keras, `Extragradient` or `SVRE`). Received: "
+                f"{sorted(type(o).__name__ for o in optimizers)}."
+            )
+        self.extrapolates, self.variance_reduced = kinds.pop()
+        if one_minibatch and not self.extrapolates:
+            raise ValueError(
+                "`one_minibatch=True` only applies to extrapolating methods "
+                "(Extragradient, SVRE)."
+            )
+
+        super().compile(
+            optimizer=optimizers[0],
+            jit_compile=jit_compile,
+            steps_per_execution=steps_per_execution,
+            # Keras would wrap the optimizer in a LossScaleOptimizer under
+            # mixed_float16, which the game's own step never calls: the game
+            # scales the losses itself.
+            auto_scale_loss=False,
+        )
+        self.update_point = update_point
+        self.one_minibatch = bool(one_minibatch)
+
+        player_vars = self.players()
+        self._player_names = names
+        self._game_variables = [v for n in names for v in player_vars[n]]
+        if not self._game_variables:
+            raise ValueError(
+                "The game's players own no variables: build the networks "
+                "before compiling (e.g. call them once on a batch)."
+            )
+        self._player_slices, start = {}, 0
+        for n in names:
+            self._player_slices[n] = slice(start, start + len(player_vars[n]))
+            start += len(player_vars[n])
+        self._groups = []
+        for opt, members in given_inner:
+            where = [self._player_slices[n] for n in members]
+            indices = [i for s in where for i in range(s.start, s.stop)]
+            variables = [self._game_variables[i] for i in indices]
+            # Built here, not lazily at the first apply: the train step reads
+            # the slots (snapshot, mean gradient) before any update.
+            opt.build(variables)
+            self._groups.append(_Group(opt, members, indices, variables))
+        self._loss_trackers = {n: keras.metrics.Mean(name=f"{n}_loss") for n in names}
+        # `loss`: the sum of the players' losses. It means little by itself,
+        # but it is non-finite when any player's loss is or when an iteration
+        # was skipped for non-finite gradients, so that Keras' own
+        # `TerminateOnNaN` (which reads `logs["loss"]`) works on games.
+        self._total_loss_tracker = keras.metrics.Mean(name="loss")
+        self._dynamic_scaling = dynamic_scaling
+        if dynamic_scaling is not None:
+            self._make_loss_scale_state(dynamic_scaling["initial_scale"])
+            self._loss_scales = {n: self._scale_loss for n in names}
+        else:
+            self._loss_scales = {
+                n: opt.scale_loss for opt, members in given_inner for n in members
+            }
+        self._compile_args = {
+            "update_point": update_point,
+            "one_minibatch": self.one_minibatch,
+            "jit_compile": jit_compile,
+            "steps_per_execution": steps_per_execution,
+        }
+        if optimizer is not None:
+            self._compile_optimizers = {"optimizer": optimizer}
+        else:
+            self._compile_optimizers = {f"{n}_optimizer": opt for (opt, (n,)) in given}
+        self.built = True
+
+    def _given_optimizers(self, names, optimizer, player_optimizers):
+        """`[(optimizer, [player names])]` from `compile`'s arguments, checked."""
+        unknown = set(player_optimizers) - {f"{n}_optimizer" for n in names}
+        if unknown:
+            raise ValueError(
+                f"Unknown compile arguments {sorted(unknown)}. This game's players "
+                f"are {names}: pass `optimizer=` or "
+                f"{', '.join(f'`{n}_optimizer=`' for n in names)}."
+            )
+        if optimizer is not None and player_optimizers:
+            raise ValueError(
+                "Pass either `optimizer` (one for all players) or one "
+                "`<player>_optimizer` per player, not both."
+            )
+        if optimizer is None and not player_optimizers:
+            raise ValueError(
+                "No optimizer given: pass `optimizer=keras_svre.SVRE(...)` or "
+                f"one per player ({', '.join(f'{n}_optimizer' for n in names)})."
+            )
+        if player_optimizers and len(player_optimizers) != len(names):
+            missing = [n for n in names if f"{n}_optimizer" not in player_optimizers]
+            raise ValueError(f"No optimizer given for player(s) {missing}.")
+        if optimizer is not None:
+            return [(keras.optimizers.get(optimizer), names)]
+        return [
+            (keras.optimizers.get(player_optimizers[f"{n}_optimizer"]), [n])
+            for n in names
+        ]
+
+    def _make_loss_scale_state(self, initial_scale):
+        """The dynamic loss scale and its count of good steps, saved with the game."""
+        if getattr(self, "loss_scale", None) is not None:
+            return
+        self.loss_scale = self.add_weight(
+            shape=(),
+            dtype="float32",
+            initializer=keras.initializers.Constant(initial_scale),
+            trainable=False,
+            name="loss_scale",
+            aggregation="only_first_replica",
+        )
+        self.loss_scale_good_steps = self.add_weight(
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
+            name="loss_scale_good_steps",
+            aggregation="only_first_replica",
+        )
+
+    @property
+    def dynamic_loss_scaling(self) -> bool:
+        """Whether the game runs dynamic loss scaling (mixed_float16)."""
+        return getattr(self, "_dynamic_scaling", None) is not None
+
+    def get_compile_config(self):
+        if not self.compiled:
+            return {}
+        config = dict(self._compile_args)
+        for key, opt in self._compile_optimizers.items():
+            config[key] = keras.optimizers.serialize(opt)
+        return config
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        for key in list(config):
+            if key == "optimizer" or key.endswith("_optimizer"):
+                config[key] = keras.optimizers.deserialize(config[key])
+        self.compile(**config)
+
+    @property
+    def metrics(self):
+        trackers = getattr(self, "_loss_trackers", None) or {}
+        total = getattr(self, "_total_loss_tracker", None)
+        return ([total] if total is not None else []) + list(trackers.values())
+
+    def _scale_loss(self, loss):
+        return loss * ops.cast(self.loss_scale, loss.dtype)
+
+    # ------------------------------------------------------------------ #
+    # What a compiled game tells.
+    # ------------------------------------------------------------------ #
+    def _check_compiled(self, doing):
+        if self._groups is None:
+            raise RuntimeError(
+                f"Compile the game before {doing} it, e.g. "
+                "`game.compile(optimizer=keras_svre.SVRE(0.01))`."
+            )
+
+    @property
+    def game_optimizers(self) -> list:
+        """The compiled optimizers, one per group of players."""
+        return [group.optimizer for group in self._groups or []]
+
+    @property
+    def svre_optimizers(self) -> list:
+        """The variance-reduced optimizers (those that take snapshots)."""
+        return [o for o in self.game_optimizers if game_optimizers.variance_reduced(o)]
+
+    @property
+    def player_names(self) -> list:
+        """The players, in the order of `players()`."""
+        return list(self._player_names)
+
+    @property
+    def game_variables(self) -> list:
+        """Every player's trainable variables, player after player."""
+        return list(self._game_variables)
+
+    def by_player(self, values) -> dict:
+        """`{player: its part}` of a list aligned with `game_variables`."""
+        return {n: list(values[s]) for n, s in self._player_slices.items()}
+
+    @property
+    def iterations(self) -> int:
+        """Iterations applied so far with the current optimizers."""
+        return int(self.game_optimizers[0].iterations.numpy())
+
+    @property
+    def snapshots_taken(self) -> int:
+        """Snapshots taken so far with the current optimizers (0 if none)."""
+        svre = self.svre_optimizers
+        return int(svre[0].snapshots_taken.numpy()) if svre else 0
+
+    @property
+    def minibatches_per_iteration(self) -> int:
+        """How many dataset batches one train step consumes."""
+        return minibatches_per_iteration(self.extrapolates, self.one_minibatch)
+
+    @property
+    def evaluations_per_iteration(self) -> int:
+        """Minibatch evaluations of the field per iteration (the paper's unit)."""
+        return evaluations_per_iteration(
+            self.extrapolates, self.variance_reduced, self.one_minibatch
+        )
+
+    # ------------------------------------------------------------------ #
+    # Evaluating the game's vector field.
+    # ------------------------------------------------------------------ #
+    def current_point(self):
+        """The players' current weights, as tensors (aligned with `game_variables`)."""
+        return [tf.convert_to_tensor(v) for v in self._game_variables]
+
+    def field(self, data, point, commit_state=False, players=None):
+        """Each player's gradient of its own loss, at `point`, on `data`.
+
+        One forward pass computes every player's loss; one persistent tape
+        gives every player's gradient. On this replica's data only (see
+        `gradients_at` for the global batch).
+
+        Args:
+            data: One minibatch.
+            point: Values for `game_variables` (tensors).
+            commit_state: Whether to write the non-trainable state the forward
+                pass produced (only the current-point evaluation does).
+            players: The players whose gradients are wanted (default: all);
+                the others' entries are `None`.
+
+        Returns:
+            `(gradients, losses)`: a list aligned with `game_variables` and
+            the dict of player losses.
+        """
+        players = self._player_names if players is None else players
+        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+            tape.watch(point)
+            mapping = list(zip(self._game_variables, point))
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                losses = self.compute_player_losses(data, training=True)
+            # Each player's loss scaled by its optimizer's `loss_scale_factor`
+            # (mixed precision), which the optimizer divides out again in
+            # `extrapolate` and `apply`.
+            scaled = {name: self._loss_scales[name](losses[name]) for name in players}
+        gradients = [None] * len(point)
+        for name in players:
+            where = self._player_slices[name]
+            grads = tape.gradient(
+                scaled[name],
+                point[where],
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+            if self.dynamic_loss_scaling:
+                # The dynamic scale is the game's: it unscales here (a fixed
+                # `loss_scale_factor` is divided out by the optimizers).
+                grads = [g / ops.cast(self.loss_scale, g.dtype) for g in grads]
+            gradients[where] = grads
+        del tape
+        if commit_state:
+            for variable in self.non_trainable_variables:
+                value = scope.get_current_value(variable)
+                if value is not None:
+                    variable.assign(value)
+        return gradients, losses
+
+    def gradients_at(self, data, point, commit_state=False, players=None):
+        """`field(...)` of the global batch: averaged over replicas under a strategy."""
+        gradients, losses = self.field(data, point, commit_state, players)
+        present = [i for i, g in enumerate(gradients) if g is not None]
+        reduced = distribute.all_reduce_mean([gradients[i] for i in present])
+        for i, g in zip(present, reduced):
+            gradients[i] = g
+        return gradients, losses
+
+    def _per_group(self, method, *aligned):
+        """`method(optimizer, variables, *parts)` per group, gathered back.
+
+        Each argument in `aligned` is a list aligned with `game_variables`;
+        each group gets its own part, and the group's results land at its
+        variables' places in the returned list.
+        """
+        result = [None] * len(self._game_variables)
+        for group in self._groups:
+            parts = [[values[i] for i in group.indices] for values in aligned]
+            values = method(group.optimizer, group.variables, *parts)
+            for i, value in zip(group.indices, values):
+                result[i] = value
+        return result
+
+    def snapshot_point(self):
+        """The snapshot `w_S` (variance-reduced methods), as tensors."""
+        return self._per_group(lambda opt, variables: opt.snapshot_values(variables))
+
+    def variance_reduced_direction(self, gradients, snapshot_gradients):
+        """`g - g_S + mu_S` per variable (aligned with `game_variables`)."""
+        return self._per_group(
+            lambda opt, variables, g, g_s: opt.variance_reduced_gradient(
+                g, g_s, variables
+            ),
+            gradients,
+            snapshot_gradients,
+        )
+
+    def _extrapolate(self, directions):
+        return self._per_group(
+            lambda opt, variables, d: opt.extrapolate(d, variables), directions
+        )
+
+    def _apply(self, directions):
+        # The updates must not start before every evaluation of the step has
+        # finished reading the variables: automatic control dependencies order
+        # the reads and the writes, not the reads' consumers, and without this
+        # the results varied from run to run (seen on CPU, TF 2.21).
+        with tf.control_dependencies([d for d in directions if d is not None]):
+            directions = [None if d is None else tf.identity(d) for d in directions]
+            for group in self._groups:
+                game_optimizers.apply_direction(
+                    group.optimizer,
+                    [directions[i] for i in group.indices],
+                    group.variables,
+                )
+
+    def _update_field(self, data, half_point):
+        """The update's field: at the joint extrapolated point, or per player."""
+        if self.update_point == "extrapolated":
+            return self.gradients_at(data, half_point)[0]
+        current = self.current_point()
+        gradients = [None] * len(current)
+        for name, where in self._player_slices.items():
+            point = list(half_point)
+            point[where] = current[where]
+            grads, _ = self.gradients_at(data, point, players=[name])
+            gradients[where] = grads[where]
+        return gradients
+
+    def gradient_estimate(self, data) -> dict:
+        """The method's estimate of the game's field on one minibatch, at the current point.
+
+        `F_i(w)`, and for variance-reduced methods `F_i(w) - F_i(w_S) + mu_S`.
+        Nothing is updated. Used to measure the estimate's second moment and
+        variance across minibatches (the variance reduction made visible).
+
+        Returns:
+            A dict `player name -> list of gradient tensors`.
+        """
+        gradients, _ = self.field(data, self.current_point())
+        if self.variance_reduced:
+            snapshot_gradients, _ = self.field(data, self.snapshot_point())
+            gradients = self.variance_reduced_direction(gradients, snapshot_gradients)
+        return self.by_player(gradients)
+
+    # ------------------------------------------------------------------ #
+    # The train step.
+    # ------------------------------------------------------------------ #
+    def train_step(self, data):
+        """One iteration of the method the optimizers declare.
+
+        With minibatches i (`first`) and j (`second`; the same with one
+        minibatch or without extrapolation), and `d(F) = F - F(w_S) + mu_S`
+        for variance-reduced methods (`d(F) = F` otherwise):
+
+            direction = d(F_i(w))
+            if extrapolating:
+                direction = d(F_j(extrapolate(direction)))
+            apply(direction)
+        """
+        self._check_compiled("training")
+        k = self.minibatches_per_iteration
+        first = game_data.take(data, 0) if k > 1 else data
+        second = game_data.take(data, 1) if k > 1 else data
+
+        # Every gradient the iteration computes: if any is non-finite, the
+        # whole iteration (extrapolation included) is skipped.
+        computed = []
+        if self.variance_reduced:
+            snapshot = self.snapshot_point()
+            # At the snapshot first: both evaluations then see the same
+            # random state (see the class doc).
+            g_snap, _ = self.gradients_at(first, snapshot)
+            computed.append(g_snap)
+        g, losses = self.gradients_at(first, self.current_point(), True)
+        computed.append(g)
+        direction = (
+            self.variance_reduced_direction(g, g_snap) if self.variance_reduced else g
+        )
+        if self.extrapolates:
+            half = self._extrapolate(direction)
+            if self.variance_reduced and k > 1:
+                g_snap, _ = self.gradients_at(second, snapshot)
+                computed.append(g_snap)
+            g_half = self._update_field(second, half)
+            computed.append(g_half)
+            direction = (
+                self.variance_reduced_direction(g_half, g_snap)
+                if self.variance_reduced
+                else g_half
+            )
+        finite_losses = game_data.all_finite(list(losses.values()))
+        finite = tf.logical_and(
+            finite_losses, game_data.all_finite([t for gs in computed for t in gs])
+        )
+        self._apply_if_finite(direction, finite)
+
+        for name in self._player_names:
+            self._loss_trackers[name].update_state(losses[name])
+        total = tf.add_n([ops.cast(losses[n], "float32") for n in self._player_names])
+        if self.dynamic_loss_scaling:
+            # An overflow of the scaled gradients is not an error: the
+            # iteration is skipped and the scale halved. Non-finite losses are.
+            nan = tf.constant(float("nan"), total.dtype)
+            total = tf.where(finite_losses, total, nan)
+        else:
+            total = tf.where(finite, total, tf.constant(float("nan"), total.dtype))
+        self._total_loss_tracker.update_state(total)
+        # Shape-[1] logs under multi-worker training (keras-team/keras#20585).
+        return distribute.logs_for_reduction({m.name: m.result() for m in self.metrics})
+
+    def _apply_if_finite(self, directions, finite):
+        """Applies the iteration's update if `finite`; else skips it.
+
+        Skipping leaves the weights, the optimizers' state and their
+        iteration counts as they were (non-trainable state the forward pass
+        produced, e.g. BatchNorm's moving statistics, is kept, as under
+        Keras' `LossScaleOptimizer`). With dynamic loss scaling, a skipped
+        iteration halves the scale and `growth_steps` applied ones in a row
+        double it.
+        """
+
+        def apply():
+            self._apply(directions)
+            self._after_update()
+            if self.dynamic_loss_scaling:
+                grown = self.loss_scale_good_steps + 1
+                grow = grown >= self._dynamic_scaling["growth_steps"]
+                self.loss_scale.assign(
+                    tf.where(grow, self.loss_scale * 2.0, self.loss_scale)
+                )
+                self.loss_scale_good_steps.assign(
+                    tf.where(grow, tf.zeros_like(grown), grown)
+                )
+            return tf.constant(True)
+
+        def skip():
+            if self.dynamic_loss_scaling:
+                self.loss_scale.assign(self.loss_scale * 0.5)
+                self.loss_scale_good_steps.assign(
+                    tf.zeros_like(self.loss_scale_good_steps)
+                )
+            return tf.constant(False)
+
+        distribute.cond_on_every_replica(finite, apply, skip)
+
+    def _after_update(self):
+        """Hook: runs after each applied iteration (not after a skipped one)."""
+
+    # ------------------------------------------------------------------ #
+    # Snapshots.
+    # ------------------------------------------------------------------ #
+    def draw_uniform(self) -> float:
+        """The next restart draw: a uniform number from (seed, draw counter)."""
+        counter = int(self.restart_draws.numpy())
+        self.restart_draws.assign(counter + 1)
+        return snapshots.uniform_draw(self.seed, counter)
+
+    def take_snapshot(self, snapshot_data, restart: bool = True):
+        """Takes a snapshot and computes its mean gradient over `snapshot_data`.
+
+        With restarts from the average configured, the iterate first restarts
+        from the uniform average of the iterates with probability
+        `average_restart_probability` (drawn once for all players).
+
+        Args:
+            snapshot_data: The finite-sum dataset (a finite `tf.data.Dataset`
+                of minibatches, each example exactly once).
+            restart: Whether a restart from the average may be drawn.
+        """
+        svre = self.svre_optimizers
+        if not svre:
+            raise ValueError(
+                "Only games compiled with a variance-reduced optimizer (SVRE) "
+                "take snapshots."
+            )
+        first = self.snapshots_taken == 0
+        average_q = max(o.average_restart_probability for o in svre)
+        if average_q > 0:
+            do_restart = restart and not first and self.draw_uniform() < average_q
+            for group in self._groups:
+                if not group.optimizer.keeps_average:
+                    continue
+                if first:
+                    group.optimizer.reset_average(group.variables)
+                elif do_restart:
+                    group.optimizer.restart_from_average(group.variables)
+        mean = self.snapshot_mean_gradient(snapshot_data)
+        # Under dynamic loss scaling an overflow in the snapshot pass would
+        # make every later direction non-finite: halve the scale and redo the
+        # pass, as a skipped iteration would (down to a scale of 1).
+        while (
+            self.dynamic_loss_scaling
+            and not bool(game_data.all_finite(mean))
+            and float(self.loss_scale.numpy()) > 1.0
+        ):
+            self.loss_scale.assign(self.loss_scale * 0.5)
+            self.loss_scale_good_steps.assign(0)
+            mean = self.snapshot_mean_gradient(snapshot_data)
+        for group in self._groups:
+            group.optimizer.take_snapshot(
+                group.variables, [mean[i] for i in group.indices]
+            )
+
+    def snapshot_mean_gradient(self, snapshot_data):
+        """Full-data mean of the game's field at the current point.
+
+        Iterates the whole finite-sum dataset in one `tf.function` (and under
+        a distribution strategy, across all replicas and workers), weighting
+        each batch by its number of examples.
+        """
+        cache = self.__dict__.get("_snapshot_pass_cache")
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_snapshot_pass_cache", cache)
+        if id(snapshot_data) not in cache:
+            cache[id(snapshot_data)] = snapshots.make_snapshot_pass(self, snapshot_data)
+        return cache[id(snapshot_data)]()
+
+    def _restart_probability(self, dataset):
+        configured = {o.restart_probability for o in self.svre_optimizers}
+        if configured != {None}:
+            return max(p for p in configured if p is not None)
+        n = int(dataset.cardinality())
+        if n <= 0:
+            raise ValueError(
+                "SVRE's default restart probability is 1/n, n = minibatches per "
+                "pass, but the training dataset's length is unknown or infinite. "
+                "Pass `SVRE(restart_probability=...)` explicitly, or give a "
+                "dataset of known length."
+            )
+        return 1.0 / n
+
+    # ------------------------------------------------------------------ #
+    # Fit and evaluate.
+    # ------------------------------------------------------------------ #
+    def fit(self, x=None, y=None, *, snapshot_data=None, callbacks=None, **kwargs):
+        """Trains the game with Keras' `fit`.
+
+        Args:
+            x: A `tf.data.Dataset` of minibatches (the finite sum: each
+                element is one minibatch i). Extrapolating methods consume two
+                consecutive minibatches per iteration (i for the
+                extrapolation, j for the update), so an epoch has half as many
+                iterations as batches.
+            y: Unused (must be `None`; the game's data is all in `x`).
+            snapshot_data: Variance-reduced methods only: the finite dataset
+                the snapshot pass iterates (each example once; a larger batch
+                size is fine). Defaults to `x`, which must then be finite.
+            callbacks: Keras callbacks. `LearningRateScheduler` and
+                `ReduceLROnPlateau` act on every player's optimizer; monitors
+                of the game's losses need no `mode` (they are minimised).
+            **kwargs: Passed to `keras.Model.fit` (`epochs`,
+                `steps_per_epoch`, `verbose`, `initial_epoch`,
+                `validation_data` (minibatches like `x`; see `test_step`),
+                ...).
+
+        Returns:
+            The Keras `History`.
+
+        Raises:
+            ValueError: for data the game cannot train on (checked before
+                training where possible).
+            keras_svre.callbacks.NonFiniteLossError: when an iteration's
+                losses or gradients are NaN or infinite.
+        """
+        self._check_compiled("fitting")
+        if not isinstance(x, tf.data.Dataset):
+            raise TypeError(
+                "A Game trains on a `tf.data.Dataset` of minibatches "
+                f"(received {type(x).__name__}). Build one with "
+                "`tf.data.Dataset.from_tensor_slices(...).batch(batch_size)`, or "
+                "use `keras_svre.data.load(...)`."
+            )
+        if y is not None:
+            raise ValueError("`y` is not used by a Game: put all the data in `x`.")
+        k = self.minibatches_per_iteration
+        # Everything that can be checked is, before any training (or
+        # snapshot pass) starts.
+        self.check_data(x, "training dataset")
+        game_data.check_minibatches_stack(x, k)
+        validation = kwargs.get("validation_data")
+        if validation is not None:
+            if not isinstance(validation, tf.data.Dataset):
+                raise TypeError(
+                    "A Game's `validation_data` must be a `tf.data.Dataset` of "
+                    "minibatches like the training data. Received: "
+                    f"{type(validation).__name__}."
+                )
+            self.check_data(validation, "validation dataset")
+        callbacks = game_callbacks.for_game(self, callbacks)
+        if self.variance_reduced:
+            snapshot_data = x if snapshot_data is None else snapshot_data
+            game_data.check_finite_dataset(snapshot_data)
+            self.check_data(snapshot_data, "snapshot dataset")
+            schedule = snapshots.SnapshotSchedule(
+                snapshot_data, self._restart_probability(x)
+            )
+            callbacks.insert(0, schedule)
+        elif snapshot_data is not None:
+            raise ValueError("`snapshot_data` is only used by SVRE.")
+        x = game_data.stack_minibatches(x, k)
+        x = distribute.shard_by_data(x)  # Keeps the finite-sum indices (multi-worker).
+        with self._explained_data_errors(k):
+            return super().fit(x, callbacks=callbacks, **kwargs)
+
+    def evaluate(self, x=None, y=None, **kwargs):
+        """Each player's loss on held-out minibatches (see `test_step`)."""
+        self._check_compiled("evaluating")
+        if not isinstance(x, tf.data.Dataset):
+            raise TypeError(
+                "A Game evaluates on a `tf.data.Dataset` of minibatches like its "
+                f"training data. Received: {type(x).__name__}."
+            )
+        if y is not None:
+            raise ValueError("`y` is not used by a Game: put all the data in `x`.")
+        self.check_data(x, "evaluation dataset")
+        with self._explained_data_errors(1):
+            return super().evaluate(x, **kwargs)
+
+    def test_step(self, data):
+        """The players' losses on one held-out minibatch; nothing is updated."""
+        losses = self.compute_evaluation_losses(data)
+        for name in self._player_names:
+            self._loss_trackers[name].update_state(losses[name])
+        total = tf.add_n([ops.cast(losses[n], "float32") for n in self._player_names])
+        self._total_loss_tracker.update_state(total)
+        return distribute.logs_for_reduction({m.name: m.result() for m in self.metrics})
+
+    def compute_evaluation_losses(self, data) -> dict:
+        """Each player's loss on a held-out minibatch (inference mode).
+
+        Defaults to `compute_player_losses(data, training=False)`; a game
+        whose losses depend on training-only state (the GAN's noise bank,
+        indexed by training example) overrides it.
+        """
+        return self.compute_player_losses(data, training=False)
+
+    def check_data(self, dataset, what: str) -> None:
+        """Refuses, in one sentence, a dataset this game cannot train on.
+
+        `Game` checks that the dataset is not empty; subclasses add checks of
+        the elements' structure (see `GAN.check_data`).
+
+        Args:
+            dataset: A `tf.data.Dataset` of minibatches.
+            what: How to name it in the message (e.g. "training dataset").
+        """
+        if int(dataset.cardinality()) == 0:
+            raise ValueError(
+                f"The {what} is empty (0 minibatches). If it was batched with "
+                "`drop_remainder=True`, the batch size may be larger than the "
+                "number of examples."
+            )
+
+    @contextlib.contextmanager
+    def _explained_data_errors(self, k):
+        """Turns TensorFlow's errors about the data into one sentence each."""
+        try:
+            yield
+        except tf.errors.InvalidArgumentError as e:
+            text = str(e)
+            if k > 1 and "Cannot batch tensors with different shapes" in text:
+                raise ValueError(game_data.UNEQUAL_MINIBATCHES.format(k=k)) from None
+            for marker, message in self._data_error_messages().items():
+                if marker in text:
+                    raise ValueError(message) from None
+            raise
+
+    def _data_error_messages(self) -> dict:
+        """`{marker in a TensorFlow error: the sentence that explains it}`."""
+        return {}
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras' TensorFlow trainer builds a model from its first batch before
+        # `fit` under a strategy; a Game is fully built by `compile` (variables
+        # and optimizer slots), so there is nothing to build. Skipping it also
+        # avoids keras-team/keras#20585: under MultiWorkerMirroredStrategy that
+        # build reduces the first distributed batch, which raises. Pinned by
+        # tests/test_distribute.py (two-worker fit).
+        return
+
+    # ------------------------------------------------------------------ #
+    # Learning rates (Keras' callbacks assume one optimizer).
+    # ------------------------------------------------------------------ #
+    @property
+    def learning_rate(self):
+        """The first player's learning rate; setting it scales every player's.
+
+        Keras' callbacks (`LearningRateScheduler`, `ReduceLROnPlateau`) read
+        and write `model.optimizer.learning_rate`, which is the first
+        optimizer's. `Game.fit` hands them every player's optimizer instead
+        (each is scheduled from its own rate). Setting this property sets the
+        first optimizer's rate to `value` and multiplies the others' by the
+        same factor, so the players' ratios are kept.
+        """
+        return self.game_optimizers[0].learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        first = float(ops.convert_to_numpy(self.game_optimizers[0].learning_rate))
+        factor = float(value) / first
+        for opt in self.game_optimizers:
+            current = float(ops.convert_to_numpy(opt.learning_rate))
+            opt.learning_rate = current * factor
+
+    @property
+    def player_learning_rates(self) -> dict:
+        """`{player: learning rate}` (players sharing an optimizer share one)."""
+        return {
+            name: float(ops.convert_to_numpy(group.optimizer.learning_rate))
+            for group in self._groups
+            for name in group.players
+        }
