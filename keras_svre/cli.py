@@ -1,4 +1,5 @@
-"""The `keras-svre` command line: `train` a GAN, `sample` from a saved one."""
+"""The `keras-svre` command line: `train` a GAN, `sample` from a saved one,
+`export` one of its generators as a standalone model."""
 
 from __future__ import annotations
 
@@ -41,6 +42,10 @@ RUN_OPTIONS = (
 )
 # These may be changed on resume, to train a run for longer.
 LENGTH_OPTIONS = ("epochs", "steps")
+# The generators `sample` and `export` take: "best" is the GAN's
+# default_generator, the others are keras_svre.gan.GENERATORS.
+WHICH = ("best", "ema", "average", "current")
+EXPORT_FORMATS = ("keras", "savedmodel")
 
 # Where runs go when --out is not given: a new folder per run, and a
 # `latest` link to the newest.
@@ -269,24 +274,69 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity")
 
+    which_help = (
+        "the generator: 'best' is the one that scored best in the run's final "
+        "evaluation (saved in the model; the EMA if the run was not evaluated), "
+        "or the (debiased) EMA of the iterates, their uniform average, or the "
+        "current iterate"
+    )
     sample = sub.add_parser(
         "sample",
-        help="write generated images of a saved GAN to a .npy file",
+        help="write generated images of a saved GAN (.npy, a PNG grid, PNG files)",
+        description="Write generated images in [0, 1] of a saved GAN: an .npy "
+        "array (--out), a PNG grid (--grid) and/or one PNG file per image "
+        "(--png-dir, 8 bits, e.g. for FID tools); at least one of them.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     sample.add_argument("--model", required=True, help="a saved GAN (.keras)")
     sample.add_argument("--num", type=int, default=64)
-    sample.add_argument("--out", required=True, help="output .npy file")
     sample.add_argument(
-        "--which",
-        default="best",
-        choices=["best", "ema", "average", "current"],
-        help="the generator to sample: 'best' is the one that scored best in "
-        "the run's final evaluation (saved in the model; the EMA if the run "
-        "was not evaluated), or the (debiased) EMA of the iterates, their "
-        "uniform average, or the current iterate",
+        "--out", default=None, help="output .npy file (float32, [N, H, W, C])"
     )
+    sample.add_argument(
+        "--grid", default=None, metavar="PATH.png", help="output PNG grid"
+    )
+    sample.add_argument(
+        "--png-dir",
+        default=None,
+        metavar="DIR",
+        help="output folder, one 8-bit PNG file per image (it must hold no PNG "
+        "files yet)",
+    )
+    sample.add_argument("--which", default="best", choices=WHICH, help=which_help)
     sample.add_argument("--seed", type=int, default=0)
+
+    export = sub.add_parser(
+        "export",
+        help="write one generator of a saved GAN as a standalone model",
+        description="Write one generator of a saved GAN as a standalone model: "
+        "a .keras file (--format keras; keras.saving.load_model reads it) or a "
+        "TensorFlow SavedModel folder (--format savedmodel) whose "
+        "'serving_default' signature maps 'latent' (float32 [N, latent_dim]) to "
+        "'image'.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    export.add_argument("--model", required=True, help="a saved GAN (.keras)")
+    # Checked in `export` (one line, exit 2) rather than by argparse `choices`.
+    export.add_argument(
+        "--which", default="best", metavar="{" + ",".join(WHICH) + "}", help=which_help
+    )
+    export.add_argument(
+        "--format",
+        default="keras",
+        metavar="{" + ",".join(EXPORT_FORMATS) + "}",
+        help="a .keras file or a TensorFlow SavedModel folder",
+    )
+    export.add_argument(
+        "--out",
+        required=True,
+        help="the .keras file (--format keras) or SavedModel folder to write",
+    )
+    export.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out (a SavedModel folder only if it holds one)",
+    )
     return parser
 
 
@@ -993,21 +1043,14 @@ def _evaluate(gan, seed):
     return result
 
 
-def sample(args) -> None:
-    """Runs `keras-svre sample`."""
-    import numpy as np
-
-    path = pathlib.Path(args.model)
+def _check_model_file(model) -> pathlib.Path:
+    path = pathlib.Path(model)
     if not path.exists():
         raise UsageError(f"no such model file: {path}")
-    if args.num < 1:
-        raise UsageError("--num must be at least 1")
-    out = pathlib.Path(args.out)
-    if out.is_dir():
-        raise UsageError(
-            f"--out {out} is a folder: give a file name, e.g. {out}/samples.npy"
-        )
-    _check_can_create(out.parent, "the folder of --out")
+    return path
+
+
+def _load_gan(path):
     import keras
 
     import keras_svre  # noqa: F401  (registers the classes for loading)
@@ -1018,19 +1061,220 @@ def sample(args) -> None:
         raise UsageError(f"could not load {path} as a keras_svre GAN: {e}") from None
     if not hasattr(gan, "generate"):
         raise UsageError(f"{path} is not a keras_svre GAN")
-    which = gan.default_generator if args.which == "best" else args.which
+    return gan
+
+
+def _which_generator(gan, which) -> tuple[str, str]:
+    """The generator `--which` names, and why (for the report)."""
+    if which == "best":
+        return gan.default_generator, " (the run's best in its final evaluation)"
+    return which, ""
+
+
+def _check_output_file(option, path, suffix):
+    if path.is_dir():
+        raise UsageError(
+            f"{option} {path} is a folder: give a file name, e.g. "
+            f"{path}/samples{suffix}"
+        )
+    if path.suffix.lower() != suffix:
+        raise UsageError(f"{option} {path} must be a {suffix} file name")
+    _check_can_create(path.parent, f"the folder of {option}")
+
+
+def sample(args) -> None:
+    """Runs `keras-svre sample`."""
+    import numpy as np
+
+    path = _check_model_file(args.model)
+    if args.num < 1:
+        raise UsageError("--num must be at least 1")
+    if args.out is None and args.grid is None and args.png_dir is None:
+        raise UsageError(
+            "nothing to write: give --out FILE.npy, --grid FILE.png and/or "
+            "--png-dir DIR"
+        )
+    out = grid = png_dir = None
+    if args.out is not None:
+        out = pathlib.Path(args.out)
+        _check_output_file("--out", out, ".npy")
+    if args.grid is not None:
+        grid = pathlib.Path(args.grid)
+        _check_output_file("--grid", grid, ".png")
+    if args.png_dir is not None:
+        png_dir = pathlib.Path(args.png_dir)
+        _check_can_create(png_dir, "--png-dir")
+        # Images of an earlier call would mix with these (and skew a score).
+        if png_dir.is_dir() and any(png_dir.glob("*.png")):
+            raise UsageError(
+                f"--png-dir {png_dir} already holds PNG files: give an empty or "
+                "new folder"
+            )
+    gan = _load_gan(path)
+    which, why = _which_generator(gan, args.which)
     images = (gan.generate(args.num, which=which, seed=args.seed) + 1.0) / 2.0
     images = np.clip(images, 0.0, 1.0).astype("float32")
-    _make_folder(out.parent, "the folder of --out")
+    written = []
     try:
-        np.save(out, images)
+        if out is not None:
+            _make_folder(out.parent, "the folder of --out")
+            np.save(out, images)
+            written.append(f"{out}")
+        if grid is not None:
+            from keras_svre import callbacks
+
+            _make_folder(grid.parent, "the folder of --grid")
+            callbacks.save_image_grid(images, grid)
+            written.append(f"a grid in {grid}")
+        if png_dir is not None:
+            _make_folder(png_dir, "--png-dir")
+            _write_png_files(images, png_dir)
+            written.append(f"{len(images)} PNG files in {png_dir}")
     except OSError as e:
-        raise UsageError(f"could not write --out {out} ({e.strerror or e})") from None
-    why = " (the run's best in its final evaluation)" if args.which == "best" else ""
+        where = e.filename or "the images"
+        raise UsageError(f"could not write {where} ({e.strerror or e})") from None
     print(
         f"wrote {images.shape[0]} images of shape {images.shape[1:]} from the "
-        f"{which} generator{why} to {out}"
+        f"{which} generator{why} to {', '.join(written)}"
     )
+
+
+def _write_png_files(images, folder):
+    """One 8-bit PNG per image (`[N, H, W, C]` in [0, 1]): grey or RGB(A)."""
+    import numpy as np
+
+    # Pillow comes with matplotlib (the sample grids' dependency).
+    from PIL import Image
+
+    pixels = np.round(images * 255.0).astype(np.uint8)
+    if pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    digits = len(str(len(pixels) - 1))
+    for k, image in enumerate(pixels):
+        Image.fromarray(image).save(folder / f"{k:0{digits}d}.png")
+
+
+def export(args) -> None:
+    """Runs `keras-svre export`."""
+    if args.which not in WHICH:
+        raise UsageError(
+            f"unknown --which {args.which!r}; choose one of {', '.join(WHICH)}"
+        )
+    if args.format not in EXPORT_FORMATS:
+        raise UsageError(
+            f"unknown --format {args.format!r}; choose one of "
+            f"{', '.join(EXPORT_FORMATS)}"
+        )
+    path = _check_model_file(args.model)
+    out = pathlib.Path(args.out)
+    saved_model = args.format == "savedmodel"
+    if not saved_model and out.suffix != ".keras":
+        raise UsageError(
+            f"--format keras writes a .keras file: give --out a name ending in "
+            f".keras (not {out})"
+        )
+    if out.exists() or out.is_symlink():
+        if not args.overwrite:
+            raise UsageError(
+                f"--out {out} already exists: choose another path, or give "
+                "--overwrite to replace it"
+            )
+        if not saved_model and out.is_dir():
+            raise UsageError(f"--out {out} is a folder; --format keras writes a file")
+        # --overwrite deletes a folder: only ever one that holds a SavedModel.
+        if saved_model and not (out / "saved_model.pb").is_file():
+            raise UsageError(
+                f"--out {out} is not a SavedModel folder, and --overwrite replaces "
+                "only one: choose another path"
+            )
+    _check_can_create(out.parent, "the folder of --out")
+    gan = _load_gan(path)
+    which, why = _which_generator(gan, args.which)
+    generator = gan.generator_model(which)
+    _make_folder(out.parent, "the folder of --out")
+    try:
+        if saved_model:
+            _write_saved_model(generator, gan.latent_dim, out)
+        else:
+            from keras_svre import callbacks
+
+            callbacks.save_atomically(generator, out)
+    except OSError as e:
+        raise UsageError(f"could not write --out {out} ({e.strerror or e})") from None
+    what = (
+        "a SavedModel (signature serving_default: latent -> image)"
+        if saved_model
+        else "a .keras model"
+    )
+    print(f"wrote the {which} generator{why} of {path} to {out}, {what}")
+    custom = _custom_classes(generator)
+    if custom and not saved_model:
+        print(
+            f"keras-svre export: note: {out} uses classes defined outside Keras "
+            f"({', '.join(custom)}): load it after importing them (`import "
+            "keras_svre` for keras_svre's)",
+            file=sys.stderr,
+        )
+
+
+def _custom_classes(model) -> list[str]:
+    """The classes in `model`'s saved config that Keras itself does not define."""
+    import keras
+
+    found = set()
+
+    def visit(node):
+        if isinstance(node, dict):
+            module = node.get("module")
+            if isinstance(module, str) and "class_name" in node:
+                if module != "keras" and not module.startswith("keras."):
+                    found.add(node.get("registered_name") or node["class_name"])
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                visit(value)
+
+    visit(keras.saving.serialize_keras_object(model))
+    return sorted(found)
+
+
+def _write_saved_model(generator, latent_dim, out):
+    """A SavedModel with one signature: `latent` [N, latent_dim] -> `image`.
+
+    Written next to `out` and then renamed into place, so that a failed
+    export leaves an existing `out` as it was.
+    """
+    import shutil
+
+    import keras
+    import tensorflow as tf
+
+    def serve(latent):
+        image = generator(latent, training=False)
+        return {"image": tf.cast(image, tf.float32)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(generator)
+    # The first endpoint is also exported as "serving_default".
+    archive.add_endpoint(
+        name="serve",
+        fn=serve,
+        input_signature=[tf.TensorSpec([None, latent_dim], tf.float32, "latent")],
+    )
+    partial = out.parent / f".partial-{out.name}-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        archive.write_out(os.fspath(partial), verbose=False)
+        if out.exists() or out.is_symlink():
+            old = out.parent / f".old-{out.name}-{os.getpid()}"
+            os.replace(out, old)
+            os.replace(partial, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(partial, out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 START_TIME = time.time()
@@ -1044,6 +1288,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "train":
             train(args)
+        elif args.command == "export":
+            export(args)
         else:
             sample(args)
     except UsageError as e:

@@ -46,7 +46,8 @@ class GAN(Game):
     average (`ema_decay`, debiased like Adam's moments) of the generator's
     trainable weights are updated after every iteration and saved with the
     model; `generate(..., which="ema" | "average" | "current")` samples from
-    any of them.
+    any of them, and `generator_model(which)` returns one as a standalone
+    Keras model (to save, export or serve without the GAN).
 
     Args:
         generator: A built Keras model mapping latents `[B, latent_dim]` to
@@ -327,6 +328,55 @@ class GAN(Game):
         raise ValueError(
             f"`which` must be 'current', 'average' or 'ema'. Received: {which!r}."
         )
+
+    def generator_model(self, which: str | None = None) -> keras.Model:
+        """A standalone copy of the generator carrying one set of its weights.
+
+        The copy is a clone of the generator network with variables of its
+        own (nothing is shared with the GAN, so training on goes on without
+        changing it), holding the trainable weights `generator_weights(which)`
+        and the generator's current non-trainable state (BatchNorm moving
+        statistics, spectral-norm vectors). In inference mode it computes
+        what `generate(latents, which=which)` does, and it can be saved,
+        exported or served without the GAN.
+
+        Args:
+            which: `"ema"`, `"average"` or `"current"`. Defaults to `None`:
+                `default_generator`.
+
+        Returns:
+            A built `keras.Model` mapping latents `[B, latent_dim]` to images.
+
+        Raises:
+            ValueError: if `which` is not one of the generators.
+        """
+        which = self.default_generator if which is None else which
+        if which not in GENERATORS:
+            raise ValueError(
+                f"Argument `which` must be one of {GENERATORS} (or None for "
+                f"default_generator). Received: which={which!r}."
+            )
+        model = keras.models.clone_model(self.generator)
+        if not model.built:
+            model(np.zeros((1, self.latent_dim), "float32"), training=False)
+        pairs = list(zip(model.trainable_variables, self.generator_weights(which)))
+        pairs += list(
+            zip(model.non_trainable_variables, self.generator.non_trainable_variables)
+        )
+        counts = (len(model.trainable_variables), len(model.non_trainable_variables))
+        expected = (
+            len(self.generator.trainable_variables),
+            len(self.generator.non_trainable_variables),
+        )
+        if counts != expected or any(v.shape != w.shape for v, w in pairs):
+            raise ValueError(
+                "The clone of the generator (`keras.models.clone_model`) has "
+                "other variables than the generator itself: give its class a "
+                "`get_config` that rebuilds the same network."
+            )
+        for variable, value in pairs:
+            variable.assign(tf.convert_to_tensor(value))
+        return model
 
     def generate(
         self,
