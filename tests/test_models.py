@@ -72,6 +72,7 @@ def test_variables_exist_right_after_construction(name):
         assert len(model.trainable_variables) > 0
     assert generator.input_shape == (None, LATENT_DIM)
     assert discriminator.input_shape == (None, *IMAGE_SHAPES[name])
+    assert models.image_shape(name) == IMAGE_SHAPES[name]
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)

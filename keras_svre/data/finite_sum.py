@@ -312,12 +312,17 @@ def _fix_image_shape(
     if tuple(shape[:2]) != (height, width):
 
         def resize(index: tf.Tensor, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            resized = tf.image.resize(image, (height, width), antialias=True)
-            resized = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+            resized = resize_uint8(image, (height, width))
             return index, tf.ensure_shape(resized, (height, width, channels))
 
         indexed = indexed.map(resize, num_parallel_calls=tf.data.AUTOTUNE)
     return indexed, (height, width, channels)
+
+
+def resize_uint8(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """Resizes a uint8 image `[H, W, C]` to `size` (antialiased), kept uint8."""
+    resized = tf.image.resize(image, size, antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
 def check_pipeline_arguments(

@@ -39,6 +39,7 @@ __all__ = [
     "dcgan32_generator",
     "get",
     "get_networks",
+    "image_shape",
     "mnist_discriminator",
     "mnist_generator",
     "names",
@@ -56,6 +57,12 @@ _ARCHITECTURES: dict[str, tuple[Builder, Builder]] = {
         functools.partial(dcgan32_discriminator, self_attention=True),
     ),
     "resnet32": (resnet32_generator, resnet32_discriminator),
+}
+_IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
+    "mnist_dcgan": (28, 28, 1),
+    "dcgan32": (32, 32, 3),
+    "dcgan32_sa": (32, 32, 3),
+    "resnet32": (32, 32, 3),
 }
 
 
@@ -81,6 +88,19 @@ def get(name: str) -> tuple[Builder, Builder]:
             f"Unknown architecture. Expected one of {names()}. Received: name={name!r}"
         )
     return _ARCHITECTURES[name]
+
+
+def image_shape(name: str) -> tuple[int, int, int]:
+    """Returns the `(H, W, C)` of the images an architecture makes and takes.
+
+    Args:
+        name: One of `names()`.
+
+    Raises:
+        ValueError: if `name` is not registered.
+    """
+    get(name)
+    return _IMAGE_SHAPES[name]
 
 
 def _accepts(builder: Builder, argument: str) -> bool:
