@@ -2,6 +2,11 @@
 
 from keras_svre import cli
 
+# A tiny run: 256 examples, width-4 networks, no final evaluation, silent;
+# plain SVRE from the first iteration (the default run warm-starts with Adam).
+TINY = ["--take", "256", "--width", "4", "--no-evaluate", "--verbose", "0"]
+TINY += ["--method", "svre", "--warm-start-method", "none"]
+
 
 def fails_cleanly(capsys, argv, message):
     """Runs the CLI; checks exit code 2, `message` on stderr, no traceback."""

@@ -30,6 +30,24 @@ class BilinearField:
         return self(range(self.dim), x, y)
 
 
+def numpy_step(rule, d, m, v, t, beta_1=0.9, beta_2=0.999, eps=1e-8):
+    """The step of a rule at count t from moments (m, v); returns (step, m, v).
+
+    Adam as in Kingma & Ba (2015), Algorithm 1; VRAd rescales the direction
+    itself by Adam's ratio |m_hat| / (sqrt(v_hat) + eps).
+    """
+    if rule is None:
+        return d, m, v
+    m = beta_1 * m + (1.0 - beta_1) * d
+    v = beta_2 * v + (1.0 - beta_2) * d * d
+    m_hat = m / (1.0 - beta_1**t)
+    v_hat = v / (1.0 - beta_2**t)
+    ratio = 1.0 / (np.sqrt(v_hat) + eps)
+    if rule == "adam":
+        return m_hat * ratio, m, v
+    return d * np.abs(m_hat) * ratio, m, v
+
+
 class StepRule:
     """w <- w - lr * step(d) with plain, Adam or VRAd steps."""
 
@@ -41,15 +59,12 @@ class StepRule:
     def step(self, d, commit):
         if self.adaptive is None:
             return self.lr * d
-        t = self.t + 1
-        m = self.b1 * self.m + (1 - self.b1) * d
-        v = self.b2 * self.v + (1 - self.b2) * d * d
-        m_hat, v_hat = m / (1 - self.b1**t), v / (1 - self.b2**t)
+        step, m, v = numpy_step(
+            self.adaptive, d, self.m, self.v, self.t + 1, self.b1, self.b2, self.eps
+        )
         if commit:
-            self.m, self.v, self.t = m, v, t
-        if self.adaptive == "adam":
-            return self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
-        return self.lr * d * np.abs(m_hat) / (np.sqrt(v_hat) + self.eps)
+            self.m, self.v, self.t = m, v, self.t + 1
+        return self.lr * step
 
 
 def run(

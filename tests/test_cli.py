@@ -13,11 +13,7 @@ import tensorflow_datasets as tfds
 
 import keras_svre
 from keras_svre import cli
-from tests.cli_helpers import fails_cleanly
-
-TINY = ["--take", "256", "--width", "4", "--no-evaluate", "--verbose", "0"]
-# Plain SVRE from the first iteration (the default run warm-starts with Adam).
-TINY += ["--method", "svre", "--warm-start-method", "none"]
+from tests.cli_helpers import TINY, fails_cleanly
 
 
 @pytest.fixture(scope="module")

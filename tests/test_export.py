@@ -13,8 +13,7 @@ from PIL import Image
 
 import keras_svre
 from keras_svre import cli, models
-from tests.cli_helpers import fails_cleanly
-from tests.test_cli import TINY
+from tests.cli_helpers import TINY, fails_cleanly
 
 
 @pytest.fixture(scope="module")

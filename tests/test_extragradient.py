@@ -16,69 +16,19 @@ import pytest
 
 import keras_svre
 from keras_svre import SVRE, Extragradient
-
-RTOL = 1e-12
-ATOL = 1e-15
-
-
-def f32(value):
-    """A Python float rounded as Keras stores the learning rate (float32)."""
-    return float(np.float32(value))
-
-
-def variable(values):
-    return keras.Variable(np.array(values, dtype="float64"))
-
-
-def assert_close(actual, expected):
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(actual), expected, rtol=RTOL, atol=ATOL
-    )
-
-
-def apply_in_game_step(optimizer, grads, variables):
-    """One update, as a `keras_svre.Game` train step makes it."""
-    optimizer.apply_direction([np.asarray(g, "float64") for g in grads], variables)
-
-
-def numpy_step(rule, d, m, v, t, beta_1=0.9, beta_2=0.999, eps=1e-8):
-    """The step of a rule at count t from moments (m, v); returns (step, m, v).
-
-    Adam as in Kingma & Ba (2015), Algorithm 1; VRAd rescales the direction
-    itself by Adam's ratio |m_hat| / (sqrt(v_hat) + eps).
-    """
-    if rule is None:
-        return d, m, v
-    m = beta_1 * m + (1.0 - beta_1) * d
-    v = beta_2 * v + (1.0 - beta_2) * d * d
-    m_hat = m / (1.0 - beta_1**t)
-    v_hat = v / (1.0 - beta_2**t)
-    ratio = 1.0 / (np.sqrt(v_hat) + eps)
-    if rule == "adam":
-        return m_hat * ratio, m, v
-    return d * np.abs(m_hat) * ratio, m, v
+from tests.numpy_reference import numpy_step
+from tests.optimizer_helpers import (
+    apply_in_game_step,
+    assert_close,
+    assert_round_trip,
+    f32,
+    variable,
+)
 
 
 # ---------------------------------------------------------------------- #
 # Configuration.
 # ---------------------------------------------------------------------- #
-def assert_round_trip(optimizer):
-    config = optimizer.get_config()
-    # A copy: Keras' `from_config` deserialises a schedule in place.
-    restored = type(optimizer).from_config(copy.deepcopy(config))
-    assert type(restored) is type(optimizer)
-    assert restored.get_config() == config
-
-    serialized = keras.optimizers.serialize(optimizer)
-    assert serialized["registered_name"] == f"keras_svre>{type(optimizer).__name__}"
-    deserialized = keras.optimizers.deserialize(serialized)
-    assert type(deserialized) is type(optimizer)
-    assert deserialized.get_config() == config
-    # Also through `keras.optimizers.get`, which `Model.compile` uses.
-    assert keras.optimizers.get(serialized).get_config() == config
-    return config
-
-
 def test_config():
     optimizer = Extragradient(
         learning_rate=0.5,
@@ -399,62 +349,6 @@ def test_slots():
 # ---------------------------------------------------------------------- #
 # Invalid arguments and misuse.
 # ---------------------------------------------------------------------- #
-def test_invalid_learning_rate():
-    with pytest.raises(
-        ValueError,
-        match=re.escape(
-            "Argument `learning_rate` must be positive. Received: learning_rate=0.0."
-        ),
-    ):
-        Extragradient(learning_rate=0.0)
-    with pytest.raises(
-        ValueError,
-        match=re.escape(
-            "Argument `learning_rate` must be positive. Received: learning_rate=-1."
-        ),
-    ):
-        Extragradient(learning_rate=-1)
-
-
-def test_invalid_adaptive():
-    with pytest.raises(
-        ValueError,
-        match=re.escape(
-            "Argument `adaptive` must be None, 'adam' or 'vrad'. "
-            "Received: adaptive='rmsprop'."
-        ),
-    ):
-        Extragradient(adaptive="rmsprop")
-
-
-def test_invalid_beta_1():
-    with pytest.raises(
-        ValueError,
-        match=re.escape(
-            "Argument `beta_1` must be in the [0, 1) range. Received: beta_1=1.0."
-        ),
-    ):
-        Extragradient(adaptive="adam", beta_1=1.0)
-
-
-def test_invalid_beta_2():
-    with pytest.raises(
-        ValueError,
-        match=re.escape(
-            "Argument `beta_2` must be in the [0, 1) range. Received: beta_2=-0.1."
-        ),
-    ):
-        Extragradient(beta_2=-0.1)
-
-
-def test_invalid_epsilon():
-    with pytest.raises(
-        ValueError,
-        match=re.escape("Argument `epsilon` must be >= 0. Received: epsilon=-1e-08."),
-    ):
-        Extragradient(epsilon=-1e-8)
-
-
 def test_apply_outside_a_game_step():
     w = variable(W0)
     optimizer = Extragradient(0.1)

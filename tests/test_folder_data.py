@@ -9,8 +9,7 @@ from PIL import Image
 
 from keras_svre import cli, data
 from keras_svre.data import folder as folder_lib
-from tests.cli_helpers import fails_cleanly
-from tests.test_cli import TINY
+from tests.cli_helpers import TINY, fails_cleanly
 
 SIZE = (6, 8)  # (height, width) of the generated images.
 

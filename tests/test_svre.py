@@ -15,12 +15,12 @@ import pytest
 
 import keras_svre
 from keras_svre import SVRE
-from tests.test_extragradient import (
+from tests.numpy_reference import numpy_step
+from tests.optimizer_helpers import (
     apply_in_game_step,
     assert_close,
     assert_round_trip,
     f32,
-    numpy_step,
     variable,
 )
 
@@ -415,23 +415,6 @@ def test_slots_survive_keras_save_and_load(tmp_path):
 # ---------------------------------------------------------------------- #
 # Invalid arguments and misuse.
 # ---------------------------------------------------------------------- #
-def test_invalid_learning_rate():
-    with pytest.raises(
-        ValueError,
-        match=re.escape(
-            "Argument `learning_rate` must be positive. Received: learning_rate=0.0."
-        ),
-    ):
-        SVRE(learning_rate=0.0)
-    with pytest.raises(
-        ValueError,
-        match=re.escape(
-            "Argument `learning_rate` must be positive. Received: learning_rate=-0.1."
-        ),
-    ):
-        SVRE(learning_rate=-0.1)
-
-
 @pytest.mark.parametrize("value", [0.0, 1.5, -0.5])
 def test_invalid_restart_probability(value):
     with pytest.raises(
@@ -460,35 +443,6 @@ def test_invalid_average_restart_probability(value):
         ),
     ):
         SVRE(average_restart_probability=value)
-
-
-def test_invalid_adaptive():
-    with pytest.raises(
-        ValueError,
-        match=re.escape(
-            "Argument `adaptive` must be None, 'adam' or 'vrad'. "
-            "Received: adaptive='rmsprop'."
-        ),
-    ):
-        SVRE(adaptive="rmsprop")
-
-
-def test_invalid_beta_1():
-    with pytest.raises(
-        ValueError,
-        match=re.escape(
-            "Argument `beta_1` must be in the [0, 1) range. Received: beta_1=1.0."
-        ),
-    ):
-        SVRE(adaptive="adam", beta_1=1.0)
-
-
-def test_invalid_epsilon():
-    with pytest.raises(
-        ValueError,
-        match=re.escape("Argument `epsilon` must be >= 0. Received: epsilon=-0.001."),
-    ):
-        SVRE(epsilon=-1e-3)
 
 
 def test_plain_fit_raises():

@@ -193,8 +193,8 @@ class Game(keras.Model):
         self.extrapolates, self.variance_reduced = kinds.pop()
         if one_minibatch and not self.extrapolates:
             raise ValueError(
-                "`one_minibatch=True` only applies to extrapolating methods "
-                "(Extragradient, SVRE)."
+                "`one_minibatch=True` only applies to extragradient methods "
+                "(optimizers that extrapolate: Extragradient, SVRE)."
             )
 
         super().compile(
