@@ -339,7 +339,7 @@ def _check_train_args(args):
         )
 
 
-def train(args, explicit=None) -> dict:
+def train(args, explicit: dict) -> dict:
     """Runs `keras-svre train`; returns the summary written to metrics.json.
 
     The settings are the run configuration (`keras_svre.run.RunConfig`):
@@ -351,15 +351,10 @@ def train(args, explicit=None) -> dict:
 
     Args:
         args: The parsed command line.
-        explicit: The run settings given on the command line (default: those
-            that differ from the parser's defaults).
+        explicit: The run settings given on the command line
+            (`_explicit_run_settings`).
     """
     _check_train_args(args)
-    if explicit is None:
-        defaults = vars(_parser().parse_args(["train"]))
-        explicit = {
-            k: v for k, v in _run_settings(vars(args)).items() if v != defaults[k]
-        }
     # Nothing in the run folder is touched before every setting has passed
     # its checks (data, networks, batch sizes): a command that fails leaves a
     # previous run as it was.
@@ -419,11 +414,7 @@ def train(args, explicit=None) -> dict:
         except ValueError as e:
             raise UsageError(str(e)) from None
 
-    keras.mixed_precision.set_global_policy(
-        "float32"
-        if config.mixed_precision is None
-        else f"mixed_{config.mixed_precision}"
-    )
+    keras.mixed_precision.set_global_policy(config.dtype_policy)
     phases = config.phases(finite_sum.batches_per_epoch)
     for phase in phases:
         if phase.per_epoch < 1:
@@ -578,7 +569,7 @@ def _config_file(path) -> dict:
     if not path.is_file():
         raise UsageError(f"--config {path}: no such file")
     try:
-        settings = run.RunConfig.from_file(path)
+        settings = run.read_settings(path)
     except (ValueError, OSError) as e:
         raise UsageError(f"--config {path} cannot be read: {e}") from None
     return settings

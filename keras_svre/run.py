@@ -234,26 +234,12 @@ class RunConfig:
         """From `to_dict()`'s form (unknown keys are refused)."""
         return cls().replace(**settings)
 
-    @classmethod
-    def from_file(cls, path) -> dict:
-        """The settings a JSON or TOML file gives (a dict, not yet checked).
-
-        A run's own `run.json` is such a file. Keys use the settings' names
-        (`batch_size`) or the flags' spelling (`batch-size`).
-        """
-        import pathlib
-
-        path = pathlib.Path(path)
-        text = path.read_text()
-        if path.suffix == ".toml":
-            import tomllib
-
-            settings = tomllib.loads(text)
-        else:
-            settings = json.loads(text)
-        if not isinstance(settings, dict):
-            raise ValueError(f"{path} must hold a table of settings")
-        return {key.replace("-", "_"): value for key, value in settings.items()}
+    @property
+    def dtype_policy(self) -> str:
+        """Keras' global dtype policy for the run (`mixed_precision`)."""
+        if self.mixed_precision is None:
+            return "float32"
+        return f"mixed_{self.mixed_precision}"
 
     # ------------------------------------------------------------------ #
     # Methods and phases.
@@ -389,6 +375,32 @@ class RunConfig:
         return gan
 
 
+def read_settings(path) -> dict:
+    """The settings a JSON or TOML file gives (a dict, not yet checked).
+
+    A run's own `run.json` is such a file. Keys use the settings' names
+    (`batch_size`) or the flags' spelling (`batch-size`).
+    """
+    import pathlib
+
+    path = pathlib.Path(path)
+    text = path.read_text()
+    if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            raise ValueError(
+                f"{path}: TOML settings files need Python 3.11 or newer; "
+                "write the settings as JSON"
+            ) from None
+        settings = tomllib.loads(text)
+    else:
+        settings = json.loads(text)
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path} must hold a table of settings")
+    return {key.replace("-", "_"): value for key, value in settings.items()}
+
+
 def _steps_like(method) -> tuple:
     """How a method steps. A warm start must step differently from the method it
     hands over to, so that a checkpoint's optimizer says which phase a run was in.
@@ -471,10 +483,10 @@ def current_phase(game, phases) -> int:
 class EpochData:
     """The finite-sum data of a run, one epoch's order at a time (cached)."""
 
-    def __init__(self, config: RunConfig, data_dir=None, first=None):
+    def __init__(self, config: RunConfig, data_dir=None):
         self.config = config
         self.data_dir = data_dir
-        self._epoch, self._data = (0, first) if first is not None else (None, None)
+        self._epoch, self._data = None, None
 
     def __call__(self, epoch: int):
         if epoch != self._epoch:
@@ -634,12 +646,7 @@ def train(
     import keras
 
     keras.utils.set_random_seed(config.seed)
-    policy = (
-        "float32"
-        if config.mixed_precision is None
-        else (f"mixed_{config.mixed_precision}")
-    )
-    keras.mixed_precision.set_global_policy(policy)
+    keras.mixed_precision.set_global_policy(config.dtype_policy)
     epoch_data = EpochData(config, data_dir)
     finite_sum = epoch_data(0)
     phases = config.phases(finite_sum.batches_per_epoch)

@@ -63,10 +63,10 @@ def test_round_trips_through_a_dict_and_files(tmp_path):
     )
     path = tmp_path / "run.json"
     path.write_text(json.dumps(config.to_dict()))
-    assert RunConfig.from_dict(RunConfig.from_file(path)).to_dict() == config.to_dict()
+    assert RunConfig.from_dict(run.read_settings(path)).to_dict() == config.to_dict()
     toml = tmp_path / "run.toml"
     toml.write_text('method = "se-a"\nwidth = 4\nbatch-size = 32\n')
-    assert RunConfig.from_file(toml) == {"method": "se-a", "width": 4, "batch_size": 32}
+    assert run.read_settings(toml) == {"method": "se-a", "width": 4, "batch_size": 32}
     with pytest.raises(ValueError, match="Unknown run settings"):
         RunConfig().replace(widht=4)
 
