@@ -9,7 +9,8 @@ found best) for 5,000 images, and scores them with the paper's MNIST MLP
 (read in place from `../shared/reference/`): Inception Score, the share of
 each predicted class, and the label histogram's distance to uniform. Records
 the wall-clock split the run reports (training, final evaluation, total) and
-the command's own time.
+the command's own time. `--score-run RUN` scores a run made elsewhere
+(for instance by the README's first command in a fresh clone) instead.
 
 Writes `<out>/default_run.json` and `<out>/default_run_samples.png` (the
 first 100 sampled images); with the default `--out`, into
@@ -59,13 +60,25 @@ def main(argv=None):
     parser.add_argument(
         "--keep-run", action="store_true", help="keep the run folder in <out>/run"
     )
+    parser.add_argument(
+        "--score-run",
+        default=None,
+        metavar="RUN",
+        help="score an existing run folder (e.g. a fresh clone's runs/latest) "
+        "instead of training one",
+    )
     args = parser.parse_args(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    run = pathlib.Path(tempfile.mkdtemp(prefix="keras-svre-default-"))
     cli = [sys.executable, "-m", "keras_svre"]
-    train = [*cli, "train", "--seed", str(args.seed), "--out", str(run), *extra]
-    train_seconds = _run([*train, "--verbose", "2"])
+    if args.score_run:
+        run = pathlib.Path(args.score_run).resolve()
+        train = [*cli, "train", "(not run: scored", str(run) + ")"]
+        train_seconds = None
+    else:
+        run = pathlib.Path(tempfile.mkdtemp(prefix="keras-svre-default-"))
+        train = [*cli, "train", "--seed", str(args.seed), "--out", str(run), *extra]
+        train_seconds = _run([*train, "--verbose", "2"])
     samples = run / "samples.npy"
     _run([*cli, "sample", "--model", str(run / "model.keras"), "--num", str(args.num),
           "--out", str(samples), "--seed", str(args.seed + 1)])  # fmt: skip
@@ -102,7 +115,7 @@ def main(argv=None):
             "training": summary.get("training_seconds"),
             "final_evaluation": summary.get("evaluation_seconds"),
             "total_reported_by_run": summary.get("seconds"),
-            "command_wall_clock": round(train_seconds, 1),
+            "command_wall_clock": train_seconds and round(train_seconds, 1),
         },
         "run_summary": summary,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared)",
@@ -111,7 +124,8 @@ def main(argv=None):
     callbacks.save_image_grid(images[:100], out / "default_run_samples.png", columns=10)
     if args.keep_run:
         shutil.copytree(run, out / "run", dirs_exist_ok=True)
-    shutil.rmtree(run, ignore_errors=True)
+    if not args.score_run:
+        shutil.rmtree(run, ignore_errors=True)
     paper = result["paper_classifier"]
     print(
         json.dumps(
