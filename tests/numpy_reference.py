@@ -3,8 +3,10 @@
 It knows nothing of Keras: the bilinear game's field is written out by hand,
 and SGDA / SE / SVRE (plain, Adam and VRAd steps, restarts from the average,
 one-minibatch variant, both update points) follow the paper's Algorithm 1 and
-METHOD.md. The restart draws reproduce `Game.draw_uniform`: uniform numbers
-from `np.random.default_rng([seed, counter])`.
+METHOD.md; OGDA and optimistic Adam follow Daskalakis et al. (2018),
+`w <- w - lr * (2 s_t - s_{t-1})` with `s_0 = 0`. The restart draws
+reproduce `Game.draw_uniform`: uniform numbers from
+`np.random.default_rng([seed, counter])`.
 """
 
 import numpy as np
@@ -78,6 +80,7 @@ def run(
     adaptive=None,
     beta_1=0.9,
     beta_2=0.999,
+    epsilon=1e-8,
     restart_probability=None,
     average_restart_probability=0.0,
     seed=0,
@@ -86,12 +89,13 @@ def run(
 ):
     """Runs a method over `minibatches` (a list of index lists) and returns (x, y, info).
 
-    SGDA takes one minibatch per iteration; SE and SVRE take two (i, j), or
-    one with `one_minibatch`.
+    SGDA and OGDA take one minibatch per iteration; SE and SVRE take two
+    (i, j), or one with `one_minibatch`. OGDA with `adaptive="adam"` is
+    optimistic Adam.
     """
     d = len(x0)
     w = np.concatenate([x0, y0]).astype(np.float64)
-    rule = StepRule(lr, adaptive, beta_1, beta_2, size=len(w))
+    rule = StepRule(lr, adaptive, beta_1, beta_2, epsilon, size=len(w))
 
     def F(batch, point):
         return np.concatenate(field(batch, point[:d], point[d:]))
@@ -117,12 +121,18 @@ def run(
         mu = np.concatenate(field.mean(w_s[:d], w_s[d:]))
         average, count = w.copy(), 1
         info["snapshots"] = 1
-    k = 1 if method == "sgda" or one_minibatch else 2
+    previous_step = np.zeros_like(w)  # OGDA's s_{t-1} (times lr), s_0 = 0.
+    k = 1 if method in ("sgda", "ogda") or one_minibatch else 2
     for start in range(0, len(minibatches) - k + 1, k):
         i = minibatches[start]
         j = minibatches[start + k - 1]
         if method == "sgda":
             w = w - rule.step(F(i, w), commit=True)
+            continue
+        if method == "ogda":
+            step = rule.step(F(i, w), commit=True)
+            w = w - (2.0 * step - previous_step)
+            previous_step = step
             continue
         if method == "se":
             half = w - rule.step(F(i, w), commit=False)

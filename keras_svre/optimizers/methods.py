@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import keras
 
 from keras_svre.optimizers.extragradient import Extragradient
+from keras_svre.optimizers.optimistic import Optimistic
 from keras_svre.optimizers.svre import SVRE
 
 # Constructor arguments that belong to a kind of method: Adam's (for
@@ -39,7 +40,7 @@ def evaluations_per_iteration(
 
     One at the current point, one more at the look-ahead point when the method
     extrapolates, and for variance reduction one at the snapshot per minibatch
-    the iteration reads: SGDA 1, SE 2, SVRE 4 (3 with one minibatch).
+    the iteration reads: SGDA and OGDA 1, SE 2, SVRE 4 (3 with one minibatch).
     """
     evaluations = 2 if extrapolates else 1
     if variance_reduced:
@@ -133,6 +134,15 @@ METHODS: dict[str, Method] = {
             "adam",
             "simultaneous Adam steps (SGDA with Adam)",
             keras.optimizers.Adam,
+            learning_rate=1e-3,
+            adam_based=True,
+        ),
+        Method("ogda", "optimistic gradient descent-ascent", Optimistic),
+        Method(
+            "optimistic-adam",
+            "optimistic Adam (Daskalakis et al., 2018)",
+            Optimistic,
+            {"adaptive": "adam"},
             learning_rate=1e-3,
             adam_based=True,
         ),
