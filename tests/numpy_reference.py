@@ -168,11 +168,17 @@ class LinearGANField:
     `L_G = mean softplus(-D(G(z)))`, written out by hand. Player x packs the
     generator's (W, c), player y the discriminator's (u, e), in Keras' variable
     order (kernel, bias).
+
+    With `penalty`, the discriminator's loss has a gradient penalty too; D's
+    input gradient is u at every image, so WGAN-GP is
+    `weight * (||u|| - 1)^2` and R1 `weight / 2 * ||u||^2`, whatever the
+    images and interpolation points.
     """
 
-    def __init__(self, images, latents):
+    def __init__(self, images, latents, penalty=None, weight=10.0):
         self.images = np.asarray(images, np.float64)
         self.latents = np.asarray(latents, np.float64)
+        self.penalty, self.weight = penalty, weight
         self.k = self.latents.shape[1]
         self.m = self.images.shape[1]
 
@@ -196,6 +202,11 @@ class LinearGANField:
         r, f = -_sigmoid(-d_real) / n, _sigmoid(d_fake) / n
         gu = X.T @ r + fake.T @ f
         ge = r.sum() + f.sum()
+        if self.penalty == "r1":
+            gu = gu + self.weight * u
+        elif self.penalty == "wgan-gp":
+            norm = np.linalg.norm(u)
+            gu = gu + 2.0 * self.weight * (norm - 1.0) * u / norm
         return np.concatenate([gW.ravel(), gc]), np.concatenate([gu, [ge]])
 
     def mean(self, x, y):

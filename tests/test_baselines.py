@@ -1,10 +1,15 @@
-"""The baselines: optimistic methods (OGDA, optimistic Adam).
+"""The baselines: optimistic methods (OGDA, optimistic Adam) and gradient penalties.
 
 `keras_svre.Optimistic` is checked as Keras checks its optimizers (a
 serialisation round trip, steps by hand, a golden trajectory against NumPy)
 and, in a `Game`, step by step against the NumPy model of the methods
-(`tests/numpy_reference.py`).
+(`tests/numpy_reference.py`). The GAN's gradient penalties (WGAN-GP, R1) are
+checked against NumPy: their values on a small tanh discriminator, their
+gradients (analytic on a linear discriminator, finite differences on the
+tanh one), and whole training runs with SVRE and Adam on the linear GAN.
 """
+
+import re
 
 import keras
 import numpy as np
@@ -195,3 +200,299 @@ def test_save_load_then_train_equals_uninterrupted(tmp_path):
     loaded.fit(data(), epochs=1, verbose=0)
     np.testing.assert_allclose(loaded.x.numpy(), straight.x.numpy(), rtol=1e-12)
     np.testing.assert_allclose(loaded.y.numpy(), straight.y.numpy(), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------- #
+# Gradient penalties.
+# ---------------------------------------------------------------------- #
+N, LATENT, PIXELS, HIDDEN = 12, 3, 4, 3
+WEIGHT = 3.0
+
+
+def gan(penalty, hidden=False, weight=WEIGHT, batch_norm=False, seed=0):
+    """A linear generator; a linear discriminator, or a tanh one with `hidden`."""
+    dtype = "float32" if batch_norm else "float64"
+    keras.utils.set_random_seed(seed)
+    generator = keras.Sequential(
+        [keras.Input((LATENT,), dtype=dtype), keras.layers.Dense(PIXELS, dtype=dtype)],
+        name="g",
+    )
+    layers = [keras.Input((PIXELS,), dtype=dtype)]
+    if hidden:
+        layers.append(keras.layers.Dense(HIDDEN, activation="tanh", dtype=dtype))
+    if batch_norm:
+        layers.append(keras.layers.BatchNormalization(momentum=0.5))
+    layers.append(keras.layers.Dense(1, dtype=dtype))
+    discriminator = keras.Sequential(layers, name="d")
+    return keras_svre.GAN(
+        generator,
+        discriminator,
+        num_examples=N,
+        seed=seed,
+        dtype=dtype,
+        gradient_penalty=penalty,
+        gradient_penalty_weight=weight,
+    )
+
+
+def images(seed=1):
+    return np.random.default_rng(seed).normal(size=(N, PIXELS))
+
+
+def batch_of(x, index):
+    return (tf.constant(index, tf.int64), tf.constant(x[index]))
+
+
+def numpy_penalty(model, penalty, x, index):
+    """The weighted penalty of the tanh discriminator, by hand."""
+    W, c = (v.numpy() for v in model.generator.trainable_variables)
+    W1, b1, w2, _ = (v.numpy() for v in model.discriminator.trainable_variables)
+    real = x[index]
+    if penalty == "r1":
+        points = real
+    else:
+        fake = model.noise_bank.numpy()[index] @ W + c
+        u = model.interpolation_bank.numpy()[index][:, None]
+        points = u * real + (1.0 - u) * fake
+    h = np.tanh(points @ W1 + b1)
+    gradients = ((1.0 - h**2) * w2[:, 0]) @ W1.T  # d logit / d point, per row
+    norms = np.linalg.norm(gradients, axis=1)
+    if penalty == "r1":
+        return WEIGHT / 2.0 * np.mean(norms**2)
+    return WEIGHT * np.mean((norms - 1.0) ** 2)
+
+
+@pytest.mark.parametrize("penalty", ["r1", "wgan-gp"])
+def test_penalty_value_matches_numpy(penalty):
+    model = gan(penalty, hidden=True)
+    x, index = images(), [0, 3, 5, 11]
+    value = float(model.compute_gradient_penalty(batch_of(x, index)))
+    assert value > 0
+    np.testing.assert_allclose(value, numpy_penalty(model, penalty, x, index), 1e-9)
+    # Part of the discriminator's loss, and nothing else (the same seed
+    # builds the same networks and noise bank).
+    plain = gan(None, hidden=True)
+    for a, b in zip(model.trainable_weights, plain.trainable_weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with_penalty = model.compute_player_losses(batch_of(x, index))
+    without = plain.compute_player_losses(batch_of(x, index))
+    np.testing.assert_allclose(
+        float(with_penalty["discriminator"]) - float(without["discriminator"]),
+        value,
+        rtol=1e-9,
+    )
+    assert float(with_penalty["generator"]) == float(without["generator"])
+
+
+@pytest.mark.parametrize("penalty", ["r1", "wgan-gp"])
+def test_penalty_gradient_on_a_linear_discriminator_is_analytic(penalty):
+    """D(x) = x.u + e: the penalty adds w u (R1), 2w (|u| - 1) u / |u| (WGAN-GP)."""
+    model, plain = gan(penalty), gan(None)
+    model.compile(optimizer=keras_svre.SVRE(0.1))
+    plain.compile(optimizer=keras_svre.SVRE(0.1))
+    batch = batch_of(images(), [1, 2, 7])
+    g, _ = model.field(batch, model.current_point())
+    g_plain, _ = plain.field(batch, plain.current_point())
+    u = model.discriminator.trainable_variables[0].numpy()
+    norm = np.linalg.norm(u)
+    expected = WEIGHT * u if penalty == "r1" else 2 * WEIGHT * (norm - 1) * u / norm
+    np.testing.assert_allclose(g[2].numpy() - g_plain[2].numpy(), expected, 1e-9)
+    np.testing.assert_allclose(g[3].numpy(), g_plain[3].numpy(), rtol=1e-12)
+    for a, b in zip(g[:2], g_plain[:2]):  # The generator's field is unchanged.
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("penalty", ["r1", "wgan-gp"])
+def test_penalty_gradient_matches_finite_differences(penalty):
+    """The nested gradient inside the game's stateless evaluation, by differences."""
+    model = gan(penalty, hidden=True)
+    model.compile(optimizer=keras_svre.SVRE(0.1))
+    batch = batch_of(images(), [0, 4, 9])
+    point = model.current_point()
+    gradients, _ = model.field(batch, point)
+
+    def discriminator_loss(values):
+        mapping = list(zip(model.game_variables, values))
+        with keras.StatelessScope(state_mapping=mapping):
+            return float(model.compute_player_losses(batch)["discriminator"])
+
+    h = 1e-6
+    for k in range(2, len(point)):  # The discriminator's variables.
+        base = point[k].numpy()
+        expected = np.zeros_like(base)
+        for where in np.ndindex(base.shape):
+            values = []
+            for sign in (1.0, -1.0):
+                moved = base.copy()
+                moved[where] += sign * h
+                values.append(discriminator_loss([*point[:k], moved, *point[k + 1 :]]))
+            expected[where] = (values[0] - values[1]) / (2 * h)
+        np.testing.assert_allclose(gradients[k].numpy(), expected, atol=1e-8)
+
+
+TRAINING = [
+    (
+        "svre",
+        lambda: keras_svre.SVRE(0.1, restart_probability=0.3),
+        "svre",
+        {"restart_probability": 0.3},
+    ),
+    (
+        # Keras' Adam adds epsilon before its bias correction (the NumPy model
+        # after it) and rounds the betas through float32 there: with a tiny
+        # epsilon and betas exact in float32 both are Adam to rounding.
+        "adam",
+        lambda: keras.optimizers.Adam(0.05, beta_1=0.5, beta_2=0.875, epsilon=1e-14),
+        "sgda",
+        {"adaptive": "adam", "beta_1": 0.5, "beta_2": 0.875, "epsilon": 1e-14},
+    ),
+]
+
+
+@pytest.mark.parametrize("penalty", ["r1", "wgan-gp"])
+@pytest.mark.parametrize("case", TRAINING, ids=[c[0] for c in TRAINING])
+def test_training_with_a_penalty_matches_numpy(case, penalty):
+    """Every evaluation (SVRE's snapshot, look-ahead, snapshot pass) has the penalty."""
+    name, factory, method, kwargs = case
+    x = images()
+    model = gan(penalty)
+    optimizer = factory()
+    model.compile(optimizer=optimizer)
+    k = 2 if method == "svre" else 1
+    rng = np.random.default_rng(5)
+    order = [list(rng.choice(N, 4, replace=False)) for _ in range(3 * k)]
+    field = ref.LinearGANField(x, model.noise_bank.numpy(), penalty, WEIGHT)
+    lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    theta, phi, _ = ref.run(
+        field,
+        np.concatenate([np.ravel(v.numpy()) for v in model.generator.weights]),
+        np.concatenate([np.ravel(v.numpy()) for v in model.discriminator.weights]),
+        order,
+        method,
+        lr,
+        seed=model.seed,
+        **kwargs,
+    )
+    data = tf.data.Dataset.from_tensor_slices((np.array(order), x[np.array(order)]))
+    fit_kwargs = {}
+    if method == "svre":
+        fit_kwargs["snapshot_data"] = tf.data.Dataset.from_tensor_slices(
+            (np.arange(N), x)
+        ).batch(5)
+    history = model.fit(data, verbose=0, **fit_kwargs)
+    assert all(np.isfinite(v[-1]) for v in history.history.values())
+    actual = [np.ravel(v.numpy()) for v in model.discriminator.weights]
+    np.testing.assert_allclose(np.concatenate(actual), phi, rtol=1e-9)
+    actual = [np.ravel(v.numpy()) for v in model.generator.weights]
+    np.testing.assert_allclose(np.concatenate(actual), theta, rtol=1e-9)
+    penalty_value = float(model.compute_gradient_penalty(batch_of(x, [0, 1])))
+    u = model.discriminator.trainable_variables[0].numpy()[:, 0]
+    norm = np.linalg.norm(u)
+    expected = WEIGHT / 2 * norm**2 if penalty == "r1" else WEIGHT * (norm - 1) ** 2
+    assert penalty_value > 0
+    np.testing.assert_allclose(penalty_value, expected, rtol=1e-9)
+
+
+def test_wgan_gp_draws_are_the_same_at_the_snapshot():
+    """F_i(w) and F_i(w_S) coincide right after a snapshot: the same x_hat.
+
+    The losses bit for bit; the gradients to rounding: the snapshot point is
+    read from the optimizer's slot variables, and TensorFlow then sums the
+    penalty's several gradient paths in another order.
+    """
+    model = gan("wgan-gp", hidden=True)
+    x = images()
+    model.compile(optimizer=keras_svre.SVRE(0.1))
+    model.take_snapshot(tf.data.Dataset.from_tensor_slices((np.arange(N), x)).batch(6))
+    batch = batch_of(x, [2, 5, 8])
+    g, losses = model.field(batch, model.current_point())
+    g_s, losses_s = model.field(batch, model.snapshot_point())
+    for name in ("generator", "discriminator"):
+        assert float(losses[name]) == float(losses_s[name])
+    for a, b in zip(g, g_s, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-14, atol=1e-15)
+    # The same minibatch twice: the same draws.
+    again, _ = model.field(batch, model.current_point())
+    for a, b in zip(g, again, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_penalty_pass_leaves_batchnorm_statistics():
+    """The penalty's extra discriminator pass moves no statistics."""
+    x = images().astype("float32")
+    data = tf.data.Dataset.from_tensor_slices((np.arange(4), x[:4])).batch(4)
+    statistics = []
+    for penalty in (None, "r1"):
+        model = gan(penalty, batch_norm=True)
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+        model.fit(data, verbose=0)
+        statistics.append(
+            [v.numpy() for v in model.discriminator.non_trainable_weights]
+        )
+    for a, b in zip(*statistics, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_saved_and_evaluated(tmp_path):
+    model = gan("wgan-gp", hidden=True, weight=2.5)
+    config = model.get_config()
+    assert (config["gradient_penalty"], config["gradient_penalty_weight"]) == (
+        "wgan-gp",
+        2.5,
+    )
+    model.compile(optimizer=keras_svre.optimizers.get("ogda", 0.05))
+    x = images()
+    data = tf.data.Dataset.from_tensor_slices((np.arange(N), x)).batch(4)
+    model.fit(data, verbose=0)
+    model.save(tmp_path / "gan.keras")
+    loaded = keras.models.load_model(tmp_path / "gan.keras")
+    assert loaded.gradient_penalty == "wgan-gp"
+    np.testing.assert_array_equal(
+        loaded.interpolation_bank.numpy(), model.interpolation_bank.numpy()
+    )
+    batch = batch_of(x, [1, 6])
+    assert float(loaded.compute_gradient_penalty(batch)) == float(
+        model.compute_gradient_penalty(batch)
+    )
+    # Held-out minibatches (other indices) get fresh interpolation draws.
+    held_out = tf.data.Dataset.from_tensor_slices((np.arange(4) + 100, x[:4])).batch(2)
+    losses = loaded.evaluate(held_out, verbose=0, return_dict=True)
+    assert np.isfinite(losses["discriminator_loss"])
+
+
+INVALID = [
+    (
+        {"gradient_penalty": "l2"},
+        "Argument `gradient_penalty` must be None, 'wgan-gp' or 'r1'. "
+        "Received: gradient_penalty='l2'.",
+    ),
+    (
+        {"gradient_penalty": "r1", "gradient_penalty_weight": 0.0},
+        "Argument `gradient_penalty_weight` must be a positive number. "
+        "Received: gradient_penalty_weight=0.0.",
+    ),
+    (
+        {"gradient_penalty_weight": -1},
+        "Argument `gradient_penalty_weight` must be a positive number. "
+        "Received: gradient_penalty_weight=-1.",
+    ),
+    (
+        {"gradient_penalty_weight": "10"},
+        "Argument `gradient_penalty_weight` must be a positive number. "
+        "Received: gradient_penalty_weight='10'.",
+    ),
+]
+
+
+@pytest.mark.parametrize("arguments, message", INVALID, ids=[m for _, m in INVALID])
+def test_invalid_penalty_arguments(arguments, message):
+    model = gan(None)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        keras_svre.GAN(
+            model.generator, model.discriminator, num_examples=N, **arguments
+        )
+
+
+def test_compute_gradient_penalty_needs_a_penalty():
+    with pytest.raises(ValueError, match="has no gradient penalty"):
+        gan(None).compute_gradient_penalty(batch_of(images(), [0]))
