@@ -22,6 +22,8 @@ RUN_OPTIONS = (
     "width",
     "method",
     "loss",
+    "gradient_penalty",
+    "gradient_penalty_weight",
     "lr",
     "generator_lr",
     "discriminator_lr",
@@ -143,10 +145,25 @@ def _parser() -> argparse.ArgumentParser:
         "see README, 'Where the variance reduction holds'",
     )
     train.add_argument(
-        "--method", default=d["method"], help="sgda, adam, se, se-a, svre, svre-vrad"
+        "--method",
+        default=d["method"],
+        help="sgda, adam, ogda, optimistic-adam, se, se-a, svre, svre-vrad",
     )
     train.add_argument(
         "--loss", default=d["loss"], help="non_saturating, hinge or wasserstein"
+    )
+    train.add_argument(
+        "--gradient-penalty",
+        default=None,
+        choices=["wgan-gp", "r1"],
+        help="a gradient penalty in the discriminator's loss (with "
+        "--no-batch-norm: batch norm mixes the examples' input gradients)",
+    )
+    train.add_argument(
+        "--gradient-penalty-weight",
+        type=float,
+        default=10.0,
+        help="WGAN-GP's lambda or R1's gamma",
     )
     train.add_argument(
         "--lr",
@@ -380,6 +397,8 @@ def _check_train_args(args):
         raise UsageError("--warm-start-lr must be positive")
     if not 0.0 <= args.ema_decay < 1.0:
         raise UsageError("--ema-decay must be in [0, 1)")
+    if not 0 < args.gradient_penalty_weight < float("inf"):
+        raise UsageError("--gradient-penalty-weight must be positive")
     if args.architecture not in models.names():
         raise UsageError(
             f"unknown architecture {args.architecture!r}; choose one of "
@@ -704,6 +723,8 @@ def _new_gan(args, finite_sum, phase):
         num_examples=finite_sum.num_examples,
         ema_decay=args.ema_decay,
         seed=args.seed,
+        gradient_penalty=args.gradient_penalty,
+        gradient_penalty_weight=args.gradient_penalty_weight,
     )
     _compile_phase(gan, args, phase, finite_sum.batches_per_epoch)
     return gan

@@ -9,6 +9,7 @@ gradients (analytic on a linear discriminator, finite differences on the
 tanh one), and whole training runs with SVRE and Adam on the linear GAN.
 """
 
+import json
 import re
 
 import keras
@@ -17,9 +18,10 @@ import pytest
 import tensorflow as tf
 
 import keras_svre
-from keras_svre import Optimistic
+from keras_svre import Optimistic, cli
 from keras_svre.optimizers import methods
 from tests import numpy_reference as ref
+from tests.cli_helpers import TINY, fails_cleanly
 from tests.optimizer_helpers import (
     apply_in_game_step,
     assert_close,
@@ -496,3 +498,33 @@ def test_invalid_penalty_arguments(arguments, message):
 def test_compute_gradient_penalty_needs_a_penalty():
     with pytest.raises(ValueError, match="has no gradient penalty"):
         gan(None).compute_gradient_penalty(batch_of(images(), [0]))
+
+
+# ---------------------------------------------------------------------- #
+# The command line.
+# ---------------------------------------------------------------------- #
+def test_command_line_trains_ogda_with_a_penalty(data_dir, tmp_path):
+    argv = ["train", *TINY, "--method", "ogda", "--gradient-penalty", "r1"]
+    argv += ["--gradient-penalty-weight", "2", "--no-batch-norm", "--steps", "2"]
+    argv += ["--batch-size", "64", "--data-dir", data_dir, "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    model = keras.models.load_model(tmp_path / "model.keras")
+    assert type(model.optimizer) is Optimistic and model.optimizer.adaptive is None
+    assert (model.gradient_penalty, model.gradient_penalty_weight) == ("r1", 2.0)
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["iterations"] == summary["minibatch_evaluations"] == 2
+    assert np.isfinite(summary["final_losses"]["discriminator_loss"])
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert (run["method"], run["gradient_penalty"]) == ("ogda", "r1")
+
+
+def test_command_line_refuses_bad_penalties(capsys):
+    fails_cleanly(
+        capsys,
+        ["train", *TINY, "--gradient-penalty-weight", "0"],
+        "--gradient-penalty-weight must be positive",
+    )
+    with pytest.raises(SystemExit) as info:  # argparse's own refusal
+        cli.main(["train", *TINY, "--gradient-penalty", "l2"])
+    assert info.value.code == cli.EXIT_USAGE
+    assert "invalid choice: 'l2'" in capsys.readouterr().err
