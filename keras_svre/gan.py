@@ -258,7 +258,8 @@ class GAN(Game):
         """The weighted penalty term of the discriminator's loss on a minibatch.
 
         What `compute_player_losses` adds to the discriminator's loss on
-        `(index, image)` training minibatches, at the current weights.
+        `(index, image)` training minibatches, at the current weights. No
+        state changes (BatchNorm statistics, spectral-norm vectors).
 
         Returns:
             A scalar tensor.
@@ -272,8 +273,10 @@ class GAN(Game):
                 "`gradient_penalty='wgan-gp'` or `'r1'`."
             )
         index, real = self.split_batch(data)
-        fake = self.generator(self.latents(index), training=training)
-        return self._penalty(real, fake, self._interpolation(index), training)
+        # A scope without a state mapping: reads the variables, discards writes.
+        with keras.StatelessScope():
+            fake = self.generator(self.latents(index), training=training)
+            return self._penalty(real, fake, self._interpolation(index), training)
 
     def compute_evaluation_losses(self, data):
         """The players' losses on held-out `(index, image)` minibatches.

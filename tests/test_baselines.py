@@ -212,13 +212,19 @@ WEIGHT = 3.0
 
 
 def gan(penalty, hidden=False, weight=WEIGHT, batch_norm=False, seed=0):
-    """A linear generator; a linear discriminator, or a tanh one with `hidden`."""
+    """A linear generator; a linear discriminator, or a tanh one with `hidden`.
+
+    `batch_norm`: both networks end in batch normalisation (float32).
+    """
     dtype = "float32" if batch_norm else "float64"
     keras.utils.set_random_seed(seed)
-    generator = keras.Sequential(
-        [keras.Input((LATENT,), dtype=dtype), keras.layers.Dense(PIXELS, dtype=dtype)],
-        name="g",
-    )
+    generator_layers = [
+        keras.Input((LATENT,), dtype=dtype),
+        keras.layers.Dense(PIXELS, dtype=dtype),
+    ]
+    if batch_norm:
+        generator_layers.append(keras.layers.BatchNormalization(momentum=0.5))
+    generator = keras.Sequential(generator_layers, name="g")
     layers = [keras.Input((PIXELS,), dtype=dtype)]
     if hidden:
         layers.append(keras.layers.Dense(HIDDEN, activation="tanh", dtype=dtype))
@@ -428,9 +434,10 @@ def test_penalty_pass_leaves_batchnorm_statistics():
         model = gan(penalty, batch_norm=True)
         model.compile(optimizer=keras.optimizers.SGD(0.1))
         model.fit(data, verbose=0)
-        statistics.append(
-            [v.numpy() for v in model.discriminator.non_trainable_weights]
-        )
+        if penalty:  # Nor does the penalty on its own.
+            model.compute_gradient_penalty(batch_of(x, [0, 1, 2]))
+        nets = (model.generator, model.discriminator)
+        statistics.append([v.numpy() for n in nets for v in n.non_trainable_weights])
     for a, b in zip(*statistics, strict=True):
         np.testing.assert_array_equal(a, b)
 
