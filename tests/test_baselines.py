@@ -18,8 +18,9 @@ import pytest
 import tensorflow as tf
 
 import keras_svre
-from keras_svre import Optimistic, cli
+from keras_svre import Optimistic, cli, run
 from keras_svre.optimizers import methods
+from keras_svre.run import ConfigError, RunConfig
 from tests import numpy_reference as ref
 from tests.cli_helpers import TINY, fails_cleanly
 from tests.optimizer_helpers import (
@@ -529,9 +530,55 @@ def test_command_line_refuses_bad_penalties(capsys):
     fails_cleanly(
         capsys,
         ["train", *TINY, "--gradient-penalty-weight", "0"],
-        "--gradient-penalty-weight must be positive",
+        "--gradient-penalty-weight must be a positive number; received 0.0",
     )
-    with pytest.raises(SystemExit) as info:  # argparse's own refusal
-        cli.main(["train", *TINY, "--gradient-penalty", "l2"])
-    assert info.value.code == cli.EXIT_USAGE
-    assert "invalid choice: 'l2'" in capsys.readouterr().err
+    fails_cleanly(
+        capsys,
+        ["train", *TINY, "--gradient-penalty", "l2"],
+        "unknown --gradient-penalty 'l2'; choose one of wgan-gp, r1 or none",
+    )
+
+
+def test_run_config_penalty_settings_round_trip(tmp_path):
+    config = RunConfig(gradient_penalty="WGAN_GP", gradient_penalty_weight=5)
+    assert config.gradient_penalty == "wgan-gp"
+    assert RunConfig(gradient_penalty="none").gradient_penalty is None
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(config.to_dict()))
+    again = RunConfig.from_dict(run.read_settings(path))
+    assert (again.gradient_penalty, again.gradient_penalty_weight) == ("wgan-gp", 5)
+    for settings, message in (
+        ({"gradient_penalty": "l2"}, "unknown `gradient_penalty` 'l2'"),
+        ({"gradient_penalty_weight": -1.0}, "must be a positive number; received -1.0"),
+        ({"gradient_penalty_weight": True}, "must be a positive number; received True"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            RunConfig(**settings)
+
+
+def test_run_config_builds_the_penalised_gan():
+    config = RunConfig(
+        width=4, gradient_penalty="r1", gradient_penalty_weight=2.0, batch_norm=False
+    )
+    (phase,) = config.replace(warm_start_method=None).phases(batches_per_epoch=4)
+    model = config.build_gan(num_examples=8, phase=phase)
+    assert (model.gradient_penalty, model.gradient_penalty_weight) == ("r1", 2.0)
+
+
+def test_config_file_sets_the_penalty_and_flags_override_it(data_dir, tmp_path):
+    settings = tmp_path / "settings.json"
+    settings.write_text(
+        json.dumps({"gradient_penalty": "wgan-gp", "batch_norm": False})
+    )
+    out = tmp_path / "run"
+    argv = ["train", *TINY, "--config", str(settings), "--steps", "1"]
+    argv += ["--method", "adam", "--gradient-penalty-weight", "4"]
+    argv += ["--batch-size", "64", "--data-dir", data_dir, "--out", str(out)]
+    assert cli.main(argv) == 0
+    recorded = json.loads((out / "run.json").read_text())
+    assert (recorded["gradient_penalty"], recorded["gradient_penalty_weight"]) == (
+        "wgan-gp",
+        4.0,
+    )
+    model = keras.models.load_model(out / "model.keras")
+    assert (model.gradient_penalty, model.gradient_penalty_weight) == ("wgan-gp", 4.0)
