@@ -104,6 +104,14 @@ def _parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     )
     train.add_argument("--method", default=d["method"], help=", ".join(methods.METHODS))
     train.add_argument(
+        "--n-dis",
+        type=int,
+        default=d["n_dis"],
+        help="alternating updates: N discriminator steps, then one generator "
+        "step, each on its own minibatch (the WGAN schedule; sgda, adam, ogda, "
+        "optimistic-adam); default: simultaneous steps",
+    )
+    train.add_argument(
         "--loss", default=d["loss"], help="non_saturating, hinge or wasserstein"
     )
     train.add_argument(

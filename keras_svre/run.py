@@ -76,6 +76,10 @@ class RunConfig:
         gradient_penalty_weight: The penalty's weight (WGAN-GP's lambda, R1's
             gamma).
         method: The method after the warm start (the method table's name).
+        n_dis: `None`: simultaneous steps. A positive integer: alternating
+            updates, `n_dis` discriminator steps then one generator step,
+            each on its own minibatch (methods that alternate: sgda, adam,
+            ogda, optimistic-adam; see `Game.compile`).
         lr: Step size of both players; `None`: the method's default.
         generator_lr: The generator's step size (overrides `lr`).
         discriminator_lr: The discriminator's step size (overrides `lr`).
@@ -113,6 +117,7 @@ class RunConfig:
     gradient_penalty: str | None = None
     gradient_penalty_weight: float = 10.0
     method: str = "svre-vrad"
+    n_dis: int | None = None
     lr: float | None = None
     generator_lr: float | None = None
     discriminator_lr: float | None = None
@@ -219,6 +224,28 @@ class RunConfig:
             )
         if self.warm_start_epochs < 0:
             raise ConfigError("warm_start_epochs", "{setting} must be at least 0")
+        if self.n_dis is not None:
+            if (
+                isinstance(self.n_dis, bool)
+                or not isinstance(self.n_dis, int)
+                or self.n_dis < 1
+            ):
+                raise ConfigError(
+                    "n_dis",
+                    f"{{setting}} must be a positive integer; received {self.n_dis!r}",
+                )
+            for setting, method in (
+                ("method", self.main_method),
+                ("warm_start_method", self.warm_method),
+            ):
+                if method is not None and not method.alternates:
+                    raise ConfigError(
+                        "n_dis",
+                        "{setting} (alternating updates) needs methods that step "
+                        "one player at a time (sgda, adam, ogda, "
+                        f"optimistic-adam); {{{setting}}} {method.name} "
+                        "extrapolates or reduces variance",
+                    )
         if self.warm_method is not None:
             if _steps_like(self.warm_method) == _steps_like(self.main_method):
                 raise ConfigError(
@@ -297,6 +324,7 @@ class RunConfig:
                     warm_epochs,
                     batches_per_epoch,
                     self.steps_per_epoch,
+                    self.n_dis,
                 )
             )
         if warm_epochs < self.epochs or not phases:
@@ -310,6 +338,7 @@ class RunConfig:
                     self.epochs,
                     batches_per_epoch,
                     self.steps_per_epoch,
+                    self.n_dis,
                 )
             )
         return phases
@@ -340,14 +369,15 @@ class RunConfig:
                 lr = epoch_decay(lr, phase.per_epoch, self.lr_decay)
             return method.build(lr, **kwargs)
 
-        if phase.generator_lr == phase.discriminator_lr:
+        if phase.generator_lr == phase.discriminator_lr and self.n_dis is None:
             optimizers = {"optimizer": optimizer(phase.generator_lr)}
         else:
+            # Alternating updates step each player with its own optimizer.
             optimizers = {
                 "generator_optimizer": optimizer(phase.generator_lr),
                 "discriminator_optimizer": optimizer(phase.discriminator_lr),
             }
-        return {**optimizers, "jit_compile": jit_compile}
+        return {**optimizers, "jit_compile": jit_compile, "n_dis": self.n_dis}
 
     # ------------------------------------------------------------------ #
     # Data and networks.
@@ -446,12 +476,15 @@ class Phase:
     last_epoch: int
     batches_per_epoch: int
     steps_per_epoch: int | None = None
+    n_dis: int | None = None
 
     @property
     def per_pass(self) -> int:
         """Iterations in a pass over the data (extrapolating methods use two
-        batches each)."""
-        return self.batches_per_epoch // self.method.minibatches_per_iteration()
+        batches each, alternating updates `n_dis + 1`)."""
+        return self.batches_per_epoch // self.method.minibatches_per_iteration(
+            n_dis=self.n_dis
+        )
 
     @property
     def per_epoch(self) -> int:
@@ -477,7 +510,7 @@ class Phase:
         """
         if game is None:
             iterations, snapshots = self.iterations, 0
-            per_iteration = self.method.evaluations_per_iteration()
+            per_iteration = self.method.evaluations_per_iteration(n_dis=self.n_dis)
         else:
             iterations, snapshots = game.iterations, game.snapshots_taken
             per_iteration = game.evaluations_per_iteration

@@ -4,7 +4,8 @@ It knows nothing of Keras: the bilinear game's field is written out by hand,
 and SGDA / SE / SVRE (plain, Adam and VRAd steps, restarts from the average,
 one-minibatch variant, both update points) follow the paper's Algorithm 1 and
 METHOD.md; OGDA and optimistic Adam follow Daskalakis et al. (2018),
-`w <- w - lr * (2 s_t - s_{t-1})` with `s_0 = 0`. The restart draws
+`w <- w - lr * (2 s_t - s_{t-1})` with `s_0 = 0`; alternating updates
+(`run_alternating`) step y `n_dis` times, then x once. The restart draws
 reproduce `Game.draw_uniform`: uniform numbers from
 `np.random.default_rng([seed, counter])`.
 """
@@ -154,6 +155,49 @@ def run(
             info["snapshots"] += 1
     info["average"] = (average[:d], average[d:]) if method == "svre" else None
     return w[:d], w[d:], info
+
+
+def run_alternating(
+    field,
+    x0,
+    y0,
+    minibatches,
+    n_dis,
+    lr_x,
+    lr_y,
+    *,
+    method="sgda",
+    adaptive=None,
+    beta_1=0.9,
+    beta_2=0.999,
+    epsilon=1e-8,
+):
+    """Alternating updates over `minibatches`; returns (x, y).
+
+    Each iteration: `n_dis` steps of y, each on the next minibatch at the
+    current point, then one step of x on the next minibatch at the updated
+    y. Each player has its own step rule (its own Adam moments and count);
+    `method="ogda"` corrects each player's step by its previous one.
+    """
+    x, y = np.array(x0, np.float64), np.array(y0, np.float64)
+    rules = {
+        "x": StepRule(lr_x, adaptive, beta_1, beta_2, epsilon, size=len(x)),
+        "y": StepRule(lr_y, adaptive, beta_1, beta_2, epsilon, size=len(y)),
+    }
+    previous = {"x": np.zeros_like(x), "y": np.zeros_like(y)}
+
+    def move(player, w, gradient):
+        step = rules[player].step(gradient, commit=True)
+        if method == "ogda":
+            step, previous[player] = 2.0 * step - previous[player], step
+        return w - step
+
+    k = n_dis + 1
+    for start in range(0, len(minibatches) - k + 1, k):
+        for batch in minibatches[start : start + n_dis]:
+            y = move("y", y, field(batch, x, y)[1])
+        x = move("x", x, field(minibatches[start + n_dis], x, y)[0])
+    return x, y
 
 
 def _sigmoid(t):

@@ -1,4 +1,5 @@
-"""The baselines: optimistic methods (OGDA, optimistic Adam) and gradient penalties.
+"""The baselines: optimistic methods (OGDA, optimistic Adam), gradient penalties
+and alternating updates (n_dis).
 
 `keras_svre.Optimistic` is checked as Keras checks its optimizers (a
 serialisation round trip, steps by hand, a golden trajectory against NumPy)
@@ -7,6 +8,9 @@ and, in a `Game`, step by step against the NumPy model of the methods
 checked against NumPy: their values on a small tanh discriminator, their
 gradients (analytic on a linear discriminator, finite differences on the
 tanh one), and whole training runs with SVRE and Adam on the linear GAN.
+Alternating updates are checked step by step against the NumPy model
+(`numpy_reference.run_alternating`) on the bilinear game with SGDA, Adam,
+OGDA and optimistic Adam, and on the linear GAN with Adam and WGAN-GP.
 """
 
 import json
@@ -582,3 +586,209 @@ def test_config_file_sets_the_penalty_and_flags_override_it(data_dir, tmp_path):
     )
     model = keras.models.load_model(out / "model.keras")
     assert (model.gradient_penalty, model.gradient_penalty_weight) == ("wgan-gp", 4.0)
+
+
+# ---------------------------------------------------------------------- #
+# Alternating updates (n_dis).
+# ---------------------------------------------------------------------- #
+# Keras' Adam against the NumPy model's: see TRAINING above.
+KERAS_ADAM = {"beta_1": 0.5, "beta_2": 0.875, "epsilon": 1e-14}
+ALTERNATING = [
+    ("sgda", 3, keras.optimizers.SGD, {}, {}),
+    ("adam", 2, keras.optimizers.Adam, KERAS_ADAM, {"adaptive": "adam", **KERAS_ADAM}),
+    ("ogda", 1, Optimistic, {}, {"method": "ogda"}),
+    (
+        "optimistic-adam",
+        2,
+        Optimistic,
+        {"adaptive": "adam", "beta_1": 0.5},
+        {"method": "ogda", "adaptive": "adam", "beta_1": 0.5},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "name, n_dis, optimizer, options, model",
+    ALTERNATING,
+    ids=[c[0] for c in ALTERNATING],
+)
+def test_alternating_game_matches_numpy_step_by_step(
+    name, n_dis, optimizer, options, model
+):
+    """y (the last player) steps n_dis times, then x once at the updated y."""
+    game = keras_svre.BilinearGame(dim=DIM, seed=3)
+    field = ref.BilinearField(game.a.numpy(), game.b.numpy())
+    x0, y0 = game.x.numpy(), game.y.numpy()
+    game.compile(
+        x_optimizer=optimizer(0.1, **options),
+        y_optimizer=optimizer(0.3, **options),
+        n_dis=n_dis,
+    )
+    k = n_dis + 1
+    assert game.minibatches_per_iteration == game.evaluations_per_iteration == k
+    minibatches = bilinear_minibatches(3 * k)
+    for t in range(3):
+        chunk = np.array(minibatches[t * k : (t + 1) * k])
+        game.fit(tf.data.Dataset.from_tensor_slices(chunk), verbose=0)
+        x, y = ref.run_alternating(
+            field,
+            x0,
+            y0,
+            minibatches[: (t + 1) * k],
+            n_dis,
+            f32(0.1),
+            f32(0.3),
+            **model,
+        )
+        np.testing.assert_allclose(game.x.numpy(), x, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(game.y.numpy(), y, rtol=1e-9, atol=1e-12)
+        # Each player's optimizer counts its own steps.
+        assert game.iterations == t + 1
+        assert int(game.game_optimizers[1].iterations.numpy()) == n_dis * (t + 1)
+
+
+def test_alternating_gan_with_wgan_gp_matches_numpy():
+    """The penalty is in each of the discriminator's steps; averages per iteration."""
+    x = images()
+    model = gan("wgan-gp")
+    model.compile(
+        generator_optimizer=keras.optimizers.Adam(0.05, **KERAS_ADAM),
+        discriminator_optimizer=keras.optimizers.Adam(0.02, **KERAS_ADAM),
+        n_dis=2,
+    )
+    rng = np.random.default_rng(5)
+    order = [list(rng.choice(N, 4, replace=False)) for _ in range(3 * 3)]
+    field = ref.LinearGANField(x, model.noise_bank.numpy(), "wgan-gp", WEIGHT)
+    theta, phi = ref.run_alternating(
+        field,
+        np.concatenate([np.ravel(v.numpy()) for v in model.generator.weights]),
+        np.concatenate([np.ravel(v.numpy()) for v in model.discriminator.weights]),
+        order,
+        2,
+        f32(0.05),
+        f32(0.02),
+        adaptive="adam",
+        **KERAS_ADAM,
+    )
+    data = tf.data.Dataset.from_tensor_slices((np.array(order), x[np.array(order)]))
+    history = model.fit(data, verbose=0)
+    assert all(np.isfinite(v[-1]) for v in history.history.values())
+    actual = [np.ravel(v.numpy()) for v in model.discriminator.weights]
+    np.testing.assert_allclose(np.concatenate(actual), phi, rtol=1e-9)
+    actual = [np.ravel(v.numpy()) for v in model.generator.weights]
+    np.testing.assert_allclose(np.concatenate(actual), theta, rtol=1e-9)
+    assert model.iterations == 3 and int(model.average_count.numpy()) == 3
+
+
+def test_alternating_non_finite_step_is_not_applied():
+    """A NaN in the first discriminator step: nothing of the iteration is applied."""
+    model = gan(None)
+    model.compile(generator_optimizer="sgd", discriminator_optimizer="sgd", n_dis=2)
+    before = [v.numpy() for v in model.game_variables]
+    x = np.full((N, PIXELS), np.nan)
+    data = tf.data.Dataset.from_tensor_slices((np.arange(N), x)).batch(4)
+    with pytest.raises(keras_svre.callbacks.NonFiniteLossError, match="iteration 1"):
+        model.fit(data, verbose=0)
+    assert [int(o.iterations.numpy()) for o in model.game_optimizers] == [0, 0]
+    for a, b in zip(before, model.game_variables, strict=True):
+        np.testing.assert_array_equal(a, b.numpy())
+
+
+ALTERNATING_REFUSALS = [
+    (
+        {"optimizer": "sgd", "n_dis": 0},
+        "Argument `n_dis` must be None (simultaneous steps) or a positive integer. "
+        "Received: n_dis=0.",
+    ),
+    (
+        {"x_optimizer": "sgd", "y_optimizer": "sgd", "n_dis": True},
+        "Received: n_dis=True.",
+    ),
+    (
+        {
+            "x_optimizer": keras_svre.Extragradient(),
+            "y_optimizer": keras_svre.Extragradient(),
+            "n_dis": 2,
+        },
+        "not with extragradient or SVRE, which step all players from one joint "
+        "point. Received: n_dis=2 with an optimizer that extrapolates.",
+    ),
+    (
+        {"optimizer": "sgd", "n_dis": 2},
+        "step the 'y' player apart from the others, so each player needs its own "
+        "optimizer (its own step count and moments): pass `x_optimizer=`, "
+        "`y_optimizer=` instead of `optimizer=`. Received: n_dis=2.",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "arguments, message", ALTERNATING_REFUSALS, ids=["zero", "bool", "se", "shared"]
+)
+def test_alternating_refusals(arguments, message):
+    game = keras_svre.BilinearGame(dim=DIM, seed=3)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        game.compile(**arguments)
+
+
+def test_method_table_counts_alternating_iterations():
+    assert methods.minibatches_per_iteration(False, n_dis=5) == 6
+    assert methods.evaluations_per_iteration(False, False, n_dis=5) == 6
+    assert methods.method("adam").evaluations_per_iteration(n_dis=2) == 3
+    alternating = [name for name in methods.names() if methods.method(name).alternates]
+    assert alternating == ["sgda", "adam", "ogda", "optimistic-adam"]
+
+
+def test_run_config_alternating(tmp_path):
+    config = RunConfig(method="adam", n_dis=2)
+    (phase,) = config.phases(batches_per_epoch=12)  # no warm start before adam
+    assert (phase.per_pass, phase.iterations) == (4, 45 * 4)
+    assert phase.report(None, 0.0)["minibatch_evaluations"] == 45 * 4 * 3
+    arguments = config.compile_arguments(phase)
+    assert arguments["n_dis"] == 2
+    assert {"generator_optimizer", "discriminator_optimizer"} <= set(arguments)
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(config.to_dict()))
+    assert RunConfig.from_dict(run.read_settings(path)).n_dis == 2
+    for settings, message in (
+        (
+            {"method": "adam", "n_dis": 0},
+            "`n_dis` must be a positive integer; received 0",
+        ),
+        (
+            {"method": "svre", "n_dis": 2},
+            "`n_dis` (alternating updates) needs methods that step one player at a "
+            "time (sgda, adam, ogda, optimistic-adam); `method` svre extrapolates",
+        ),
+        (
+            {"method": "adam", "warm_start_method": "se", "n_dis": 1},
+            "`warm_start_method` se extrapolates",
+        ),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            RunConfig(**settings)
+
+
+def test_command_line_trains_alternating_adam_with_wgan_gp(data_dir, tmp_path):
+    argv = ["train", *TINY, "--method", "adam", "--n-dis", "2", "--steps", "2"]
+    argv += ["--gradient-penalty", "wgan-gp", "--no-batch-norm", "--batch-size", "64"]
+    argv += ["--data-dir", data_dir, "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    # 4 batches an epoch, 3 per iteration: one iteration an epoch, 3 evaluations.
+    assert (summary["iterations"], summary["minibatch_evaluations"]) == (2, 6)
+    assert np.isfinite(summary["final_losses"]["discriminator_loss"])
+    model = keras.models.load_model(tmp_path / "model.keras")
+    assert model.n_dis == 2 and model.gradient_penalty == "wgan-gp"
+    steps = [int(o.iterations.numpy()) for o in model.game_optimizers]
+    assert steps == [2, 4]  # the generator's, the discriminator's
+    assert json.loads((tmp_path / "run.json").read_text())["n_dis"] == 2
+
+
+def test_command_line_refuses_n_dis_with_svre(capsys):
+    fails_cleanly(
+        capsys,
+        ["train", *TINY, "--n-dis", "2"],
+        "--n-dis (alternating updates) needs methods that step one player at a "
+        "time (sgda, adam, ogda, optimistic-adam); --method svre extrapolates",
+    )
