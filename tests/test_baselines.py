@@ -14,7 +14,10 @@ OGDA and optimistic Adam, and on the linear GAN with Adam and WGAN-GP.
 """
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -792,3 +795,31 @@ def test_command_line_refuses_n_dis_with_svre(capsys):
         "--n-dis (alternating updates) needs methods that step one player at a "
         "time (sgda, adam, ogda, optimistic-adam); --method svre extrapolates",
     )
+
+
+def test_command_line_resume_mid_epoch_equals_an_uninterrupted_alternating_run(
+    tmp_path, data_dir
+):
+    """The resumed run skips the batches the interrupted epoch used: n_dis + 1 each."""
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    # 6 batches an epoch, 2 per iteration: 3 iterations an epoch.
+    common = ["train", "--take", "384", "--width", "2", "--batch-size", "64"]
+    common += ["--method", "sgda", "--n-dis", "1", "--verbose", "0", "--no-evaluate"]
+    common += ["--deterministic", "--data-dir", data_dir]
+    _cli_in_a_process([*common, "--steps", "5", "--out", str(whole)])
+    _cli_in_a_process([*common, "--steps", "2", "--out", str(parts)])
+    resume = ["train", "--resume", "--steps", "5", "--verbose", "0", "--no-evaluate"]
+    _cli_in_a_process([*resume, "--data-dir", data_dir, "--out", str(parts)])
+    a = keras.models.load_model(whole / "model.keras")
+    b = keras.models.load_model(parts / "model.keras")
+    assert [int(o.iterations.numpy()) for o in b.game_optimizers] == [5, 5]
+    for x, y in zip(a.weights, b.weights, strict=True):
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
+
+
+def _cli_in_a_process(argv):
+    """The CLI in a process of its own (`--deterministic` is process-wide)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    command = [sys.executable, "-m", "keras_svre", *argv]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
