@@ -697,6 +697,51 @@ def test_alternating_non_finite_step_is_not_applied():
         np.testing.assert_array_equal(a, b.numpy())
 
 
+def test_alternating_under_mixed_float16_skips_overflows_then_trains():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        generator = keras.Sequential(
+            [
+                keras.Input((3,)),
+                keras.layers.Dense(16, activation="tanh"),
+                keras.layers.Reshape((4, 4, 1)),
+            ]
+        )
+        discriminator = keras.Sequential(
+            [keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(1)]
+        )
+        model = keras_svre.GAN(generator, discriminator, num_examples=64, seed=0)
+
+        def scaled():
+            # 2**40 overflows float16 gradients: the iteration is skipped.
+            return keras.optimizers.LossScaleOptimizer(
+                keras.optimizers.SGD(0.05), initial_scale=2.0**40
+            )
+
+        model.compile(
+            generator_optimizer=scaled(), discriminator_optimizer=scaled(), n_dis=2
+        )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.dynamic_loss_scaling
+    x = np.random.default_rng(0).uniform(-1, 1, (64, 4, 4, 1)).astype("float32")
+    # 4 batches, 3 per iteration: one iteration a pass.
+    data = tf.data.Dataset.from_tensor_slices((np.arange(64), x)).batch(16)
+    before = [v.numpy() for v in model.game_variables]
+    model.fit(data, verbose=0)
+    assert [int(o.iterations.numpy()) for o in model.game_optimizers] == [0, 0]
+    assert float(model.loss_scale.numpy()) == 2.0**39  # halved once
+    for a, b in zip(before, model.game_variables, strict=True):
+        np.testing.assert_array_equal(a, b.numpy())
+    model.loss_scale.assign(2.0**8)
+    model.fit(data, epochs=3, verbose=0)
+    assert [int(o.iterations.numpy()) for o in model.game_optimizers] == [3, 6]
+    assert int(model.loss_scale_good_steps.numpy()) == 3  # once per iteration
+    after = [v.numpy() for v in model.game_variables]
+    assert all(np.isfinite(w).all() for w in after)
+    assert all(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
 ALTERNATING_REFUSALS = [
     (
         {"optimizer": "sgd", "n_dis": 0},
