@@ -107,9 +107,11 @@ def _parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "--n-dis",
         type=int,
         default=d["n_dis"],
+        metavar="N",
         help="alternating updates: N discriminator steps, then one generator "
-        "step, each on its own minibatch (the WGAN schedule; sgda, adam, ogda, "
-        "optimistic-adam); default: simultaneous steps",
+        "step, each on its own minibatch (the WGAN schedule; methods "
+        + ", ".join(n for n, m in methods.METHODS.items() if m.alternates)
+        + "); without it the players step simultaneously",
     )
     train.add_argument(
         "--loss", default=d["loss"], help="non_saturating, hinge or wasserstein"

@@ -239,12 +239,15 @@ class RunConfig:
                 ("warm_start_method", self.warm_method),
             ):
                 if method is not None and not method.alternates:
+                    alternating = [
+                        m.name for m in method_table.METHODS.values() if m.alternates
+                    ]
                     raise ConfigError(
                         "n_dis",
                         "{setting} (alternating updates) needs methods that step "
-                        "one player at a time (sgda, adam, ogda, "
-                        f"optimistic-adam); {{{setting}}} {method.name} "
-                        "extrapolates or reduces variance",
+                        f"one player at a time ({', '.join(alternating)}); "
+                        f"{{{setting}}} {method.name} extrapolates or reduces "
+                        "variance",
                     )
         if self.warm_method is not None:
             if _steps_like(self.warm_method) == _steps_like(self.main_method):
