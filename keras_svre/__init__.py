@@ -4,8 +4,9 @@ SVRE (Chavdarova et al., NeurIPS 2019) trains GANs and other two-player games
 with extragradient steps on a variance-reduced estimate of the game's vector
 field. The pieces:
 
-- `keras_svre.SVRE`, `keras_svre.Extragradient`: Keras optimizers holding the
-  method's state (snapshot, mean gradient, Adam moments) as slot variables;
+- `keras_svre.SVRE`, `keras_svre.Extragradient`, `keras_svre.Optimistic`:
+  Keras optimizers holding the method's state (snapshot, mean gradient,
+  previous step, Adam moments) as slot variables;
 - `keras_svre.Game`: a `keras.Model` whose `train_step` runs the method for
   any game; `keras_svre.GAN` and `keras_svre.BilinearGame` are games;
 - `keras_svre.data`, `keras_svre.models`, `keras_svre.metrics`,
@@ -30,7 +31,7 @@ from keras_svre import (
 from keras_svre.bilinear import BilinearGame
 from keras_svre.game import Game
 from keras_svre.gan import GAN
-from keras_svre.optimizers import SVRE, Extragradient
+from keras_svre.optimizers import SVRE, Extragradient, Optimistic
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,7 @@ __all__ = [
     "BilinearGame",
     "Extragradient",
     "Game",
+    "Optimistic",
     "callbacks",
     "data",
     "distribute",

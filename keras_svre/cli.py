@@ -104,7 +104,30 @@ def _parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     )
     train.add_argument("--method", default=d["method"], help=", ".join(methods.METHODS))
     train.add_argument(
+        "--n-dis",
+        type=int,
+        default=d["n_dis"],
+        metavar="N",
+        help="alternating updates: N discriminator steps, then one generator "
+        "step, each on its own minibatch (the WGAN schedule; methods "
+        + ", ".join(n for n, m in methods.METHODS.items() if m.alternates)
+        + "); without it the players step simultaneously",
+    )
+    train.add_argument(
         "--loss", default=d["loss"], help="non_saturating, hinge or wasserstein"
+    )
+    train.add_argument(
+        "--gradient-penalty",
+        default=d["gradient_penalty"],
+        help="wgan-gp or r1: a gradient penalty in the discriminator's loss "
+        "(with --no-batch-norm: batch norm mixes the examples' input gradients); "
+        "none: no penalty",
+    )
+    train.add_argument(
+        "--gradient-penalty-weight",
+        type=float,
+        default=d["gradient_penalty_weight"],
+        help="WGAN-GP's lambda or R1's gamma",
     )
     train.add_argument(
         "--lr",

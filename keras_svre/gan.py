@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from keras_svre import losses as gan_losses
 from keras_svre.game import Game
@@ -42,6 +43,25 @@ class GAN(Game):
     and snapshot-pass evaluations run in training mode but discard their
     state updates (see `keras_svre.Game`).
 
+    **Gradient penalties.** `gradient_penalty="wgan-gp"` adds
+    `gradient_penalty_weight * mean_k (||grad_x D(x_hat_k)|| - 1)^2` to the
+    discriminator's loss, at points `x_hat_k = u_k x_k + (1 - u_k) G(z_k)`
+    between real and generated images (Gulrajani et al., 2017);
+    `gradient_penalty="r1"` adds `gradient_penalty_weight / 2 *
+    mean_k ||grad_x D(x_k)||^2` on the real images (Mescheder et al., 2018).
+    The penalty is part of the discriminator's loss in every evaluation of
+    the game's field, so with any method: SVRE's snapshot, extrapolated and
+    snapshot-pass evaluations include it. Like `z_k`, the interpolation
+    coefficient `u_k` of example `k` is drawn once from the seed and kept
+    (the bank `interpolation_bank`, saved with the model), so `F_i` stays one
+    function: the evaluations at the current point and at the snapshot on
+    the same minibatch use the same `x_hat`. The penalty's extra
+    discriminator pass (on `x_hat` or the real images) leaves BatchNorm's
+    and spectral norm's state alone; but with batch normalisation in
+    training mode an example's input gradient depends on the whole batch,
+    so use a discriminator without it (as Gulrajani et al. advise; in the
+    command line, `--no-batch-norm`).
+
     **Averaged generators.** A uniform average and an exponential moving
     average (`ema_decay`, debiased like Adam's moments) of the generator's
     trainable weights are updated after every iteration and saved with the
@@ -67,7 +87,15 @@ class GAN(Game):
             named: `"ema"` (default), `"average"` or `"current"`. Saved with
             the model; `keras-svre train` sets it to the one that scored best
             in the run's final evaluation.
+        gradient_penalty: `None` (default), `"wgan-gp"` or `"r1"`: a
+            regulariser added to the discriminator's loss (see above).
+        gradient_penalty_weight: The penalty's weight (WGAN-GP's lambda,
+            R1's gamma), a positive number. Defaults to `10.0`.
         **kwargs: Passed to `keras_svre.Game`.
+
+    Raises:
+        ValueError: for networks, sizes or options the GAN cannot use, in
+            one sentence each.
     """
 
     def __init__(
@@ -80,9 +108,15 @@ class GAN(Game):
         ema_decay: float = 0.999,
         seed: int | None = None,
         default_generator: str = "ema",
+        gradient_penalty: str | None = None,
+        gradient_penalty_weight: float = 10.0,
         **kwargs,
     ):
         super().__init__(seed=seed, **kwargs)
+        self.gradient_penalty = gan_losses.check_gradient_penalty(
+            gradient_penalty, gradient_penalty_weight
+        )
+        self.gradient_penalty_weight = float(gradient_penalty_weight)
         for role, net in (("generator", generator), ("discriminator", discriminator)):
             if not isinstance(net, keras.Model) or not net.built or not net.weights:
                 raise ValueError(
@@ -138,6 +172,17 @@ class GAN(Game):
             trainable=False,
             name="noise_bank",
         )
+        if self.gradient_penalty == "wgan-gp":
+            # WGAN-GP's interpolation coefficient per training example, fixed
+            # like the latent vectors so that F_i is one function.
+            self.interpolation_bank = self.add_weight(
+                shape=(self.num_examples,),
+                initializer=keras.initializers.RandomUniform(
+                    0.0, 1.0, seed=(self.seed + 1) % (2**31)
+                ),
+                trainable=False,
+                name="interpolation_bank",
+            )
         self.average_count = self.add_weight(
             shape=(),
             dtype="int64",
@@ -198,7 +243,40 @@ class GAN(Game):
 
     def compute_player_losses(self, data, training=True):
         index, real = self.split_batch(data)
-        return self._gan_losses(real, self.latents(index), training)
+        return self._gan_losses(
+            real, self.latents(index), training, self._interpolation(index)
+        )
+
+    def _interpolation(self, index):
+        """WGAN-GP's coefficients for training examples (`None` without it)."""
+        if self.gradient_penalty != "wgan-gp":
+            return None
+        index = tf.cast(index, tf.int32)
+        return tf.gather(tf.convert_to_tensor(self.interpolation_bank), index)
+
+    def compute_gradient_penalty(self, data, training=True):
+        """The weighted penalty term of the discriminator's loss on a minibatch.
+
+        What `compute_player_losses` adds to the discriminator's loss on
+        `(index, image)` training minibatches, at the current weights. No
+        state changes (BatchNorm statistics, spectral-norm vectors).
+
+        Returns:
+            A scalar tensor.
+
+        Raises:
+            ValueError: if the GAN has no gradient penalty.
+        """
+        if self.gradient_penalty is None:
+            raise ValueError(
+                "This GAN has no gradient penalty: build it with "
+                "`gradient_penalty='wgan-gp'` or `'r1'`."
+            )
+        index, real = self.split_batch(data)
+        # A scope without a state mapping: reads the variables, discards writes.
+        with keras.StatelessScope():
+            fake = self.generator(self.latents(index), training=training)
+            return self._penalty(real, fake, self._interpolation(index), training)
 
     def compute_evaluation_losses(self, data):
         """The players' losses on held-out `(index, image)` minibatches.
@@ -216,16 +294,57 @@ class GAN(Game):
         latents = tf.random.stateless_normal(
             [tf.shape(index)[0], self.latent_dim], seed=seed
         )
-        return self._gan_losses(real, latents, training=False)
+        interpolation = None
+        if self.gradient_penalty == "wgan-gp":
+            interpolation = tf.random.stateless_uniform(
+                [tf.shape(index)[0]], seed=seed + tf.constant([1, 0], tf.int64)
+            )
+        return self._gan_losses(real, latents, False, interpolation)
 
-    def _gan_losses(self, real, latents, training):
+    def _gan_losses(self, real, latents, training, interpolation=None):
         fake = self.generator(latents, training=training)
         real_logits = _to_float32(self.discriminator(real, training=training))
         fake_logits = _to_float32(self.discriminator(fake, training=training))
+        discriminator_loss = self.gan_loss.discriminator_loss(real_logits, fake_logits)
+        if self.gradient_penalty is not None:
+            penalty = self._penalty(real, fake, interpolation, training)
+            discriminator_loss = discriminator_loss + ops.cast(
+                penalty, discriminator_loss.dtype
+            )
         return {
             "generator": self.gan_loss.generator_loss(fake_logits),
-            "discriminator": self.gan_loss.discriminator_loss(real_logits, fake_logits),
+            "discriminator": discriminator_loss,
         }
+
+    def _penalty(self, real, fake, interpolation, training):
+        """`gradient_penalty_weight` times the penalty, on one minibatch."""
+        if self.gradient_penalty == "wgan-gp":
+            penalty = gan_losses.wgan_gp_penalty(
+                self._critic(training), real, fake, interpolation
+            )
+        else:
+            penalty = gan_losses.r1_penalty(self._critic(training), real)
+        return self.gradient_penalty_weight * penalty
+
+    def _critic(self, training):
+        """The discriminator as a function of images, leaving its state alone.
+
+        A stateless call with the weights the discriminator reads now (inside
+        the game's evaluation, the evaluated point's), so that the penalty's
+        extra pass does not move BatchNorm statistics or spectral-norm
+        vectors a second time.
+        """
+        net = self.discriminator
+
+        def critic(images):
+            trainable = [v.value for v in net.trainable_variables]
+            non_trainable = [v.value for v in net.non_trainable_variables]
+            logits, _ = net.stateless_call(
+                trainable, non_trainable, images, training=training
+            )
+            return logits
+
+        return critic
 
     def call(self, latents, training=False):
         return self.generator(latents, training=training)
@@ -444,6 +563,8 @@ class GAN(Game):
             "ema_decay": self.ema_decay,
             "seed": self.seed,
             "default_generator": self.default_generator,
+            "gradient_penalty": self.gradient_penalty,
+            "gradient_penalty_weight": self.gradient_penalty_weight,
             "name": self.name,
             "dtype": self.dtype_policy.name,
         }

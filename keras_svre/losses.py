@@ -1,15 +1,21 @@
-"""GAN losses: non-saturating, hinge and Wasserstein.
+"""GAN losses (non-saturating, hinge, Wasserstein) and gradient penalties.
 
 A GAN loss is a pair of functions of the discriminator's logits:
 `discriminator_loss(real_logits, fake_logits)` and
 `generator_loss(fake_logits)`, each returning the minibatch mean.
+
+A gradient penalty (WGAN-GP, R1) is a regulariser of the discriminator that
+depends on its gradient with respect to its input images; `keras_svre.GAN`
+adds it to the discriminator's loss (`gradient_penalty=`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
+import tensorflow as tf
 from keras import ops
 
 
@@ -106,3 +112,118 @@ def get(loss) -> GANLoss:
         "`loss` must be a name, a `keras_svre.losses.GANLoss` or a pair of callables "
         f"(discriminator_loss, generator_loss). Received: {loss!r}."
     )
+
+
+# --------------------------------------------------------------------------- #
+# Gradient penalties.
+# --------------------------------------------------------------------------- #
+GRADIENT_PENALTIES = ("wgan-gp", "r1")
+
+
+def check_gradient_penalty(gradient_penalty, weight):
+    """The penalty's canonical name (or `None`), after checking both arguments.
+
+    Raises:
+        ValueError: for an unknown penalty or a weight that is not a positive
+            finite number.
+    """
+    if gradient_penalty is not None:
+        key = str(gradient_penalty).lower().replace("_", "-")
+        if not isinstance(gradient_penalty, str) or key not in GRADIENT_PENALTIES:
+            raise ValueError(
+                "Argument `gradient_penalty` must be None, 'wgan-gp' or 'r1'. "
+                f"Received: gradient_penalty={gradient_penalty!r}."
+            )
+        gradient_penalty = key
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, (int, float))
+        or not (weight > 0 and math.isfinite(weight))
+    ):
+        raise ValueError(
+            "Argument `gradient_penalty_weight` must be a positive number. "
+            f"Received: gradient_penalty_weight={weight!r}."
+        )
+    return gradient_penalty
+
+
+def input_gradients(critic, images):
+    """`grad_x critic(x)` for each example of a minibatch.
+
+    The gradient of the summed logits: each example's gradient is its own
+    logit's, as long as the critic treats the examples independently (no
+    batch normalisation in training mode). Differentiable again (the outer
+    gradient of a penalty goes through it).
+
+    Args:
+        critic: A callable `images -> logits [B, 1]`.
+        images: A minibatch `[B, ...]`.
+
+    Returns:
+        `(gradients, logits)`: the gradients, of the images' shape and dtype.
+    """
+    images = tf.convert_to_tensor(images)
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(images)
+        logits = critic(images)
+        total = tf.reduce_sum(tf.cast(logits, images.dtype))
+    return tape.gradient(total, images), logits
+
+
+def _squared_norms(gradients):
+    """`||g_k||^2` per example, in float32 at least."""
+    if gradients.dtype in (tf.float16, tf.bfloat16):
+        gradients = tf.cast(gradients, tf.float32)
+    flat = tf.reshape(gradients, [tf.shape(gradients)[0], -1])
+    return tf.reduce_sum(tf.square(flat), axis=1)
+
+
+def wgan_gp_penalty(critic, real, fake, interpolation):
+    """`mean_k (||grad_x D(x_hat_k)|| - 1)^2` (WGAN-GP, unweighted).
+
+    At `x_hat_k = u_k * x_k + (1 - u_k) * G(z_k)`, a random point on the
+    segment between a real and a generated image.
+
+    Args:
+        critic: A callable `images -> logits`.
+        real: Real images `[B, ...]`.
+        fake: Generated images `[B, ...]` (cast to the real images' dtype).
+        interpolation: The coefficients `u_k` in [0, 1], shape `[B]`.
+
+    Returns:
+        A scalar (float32, or float64 for float64 images).
+
+    References:
+        - [Gulrajani et al., 2017](https://arxiv.org/abs/1704.00028):
+          Improved Training of Wasserstein GANs (Algorithm 1).
+    """
+    real = tf.convert_to_tensor(real)
+    fake = tf.cast(fake, real.dtype)
+    shape = tf.concat([tf.shape(real)[:1], tf.ones([tf.rank(real) - 1], tf.int32)], 0)
+    u = tf.reshape(tf.cast(interpolation, real.dtype), shape)
+    x_hat = fake + u * (real - fake)
+    gradients, _ = input_gradients(critic, x_hat)
+    # sqrt has an infinite derivative at 0; the tiny shift keeps the
+    # penalty's gradient finite there (a critic with a zero input gradient).
+    squared = _squared_norms(gradients)
+    norms = tf.sqrt(squared + tf.constant(1e-12, squared.dtype))
+    return tf.reduce_mean(tf.square(norms - 1.0))
+
+
+def r1_penalty(critic, real):
+    """`mean_k ||grad_x D(x_k)||^2 / 2` on real images (R1, unweighted).
+
+    Args:
+        critic: A callable `images -> logits`.
+        real: Real images `[B, ...]`.
+
+    Returns:
+        A scalar (float32, or float64 for float64 images).
+
+    References:
+        - [Mescheder et al., 2018](https://arxiv.org/abs/1801.04406): Which
+          Training Methods for GANs do actually Converge? (Eq. 9: gamma/2
+          times the squared norm).
+    """
+    gradients, _ = input_gradients(critic, real)
+    return 0.5 * tf.reduce_mean(_squared_norms(gradients))

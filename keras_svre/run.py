@@ -71,7 +71,15 @@ class RunConfig:
         batch_norm: Batch normalisation in the networks (only mnist_dcgan can
             drop it).
         loss: GAN loss name.
+        gradient_penalty: `None`, `"wgan-gp"` or `"r1"`: a gradient penalty
+            in the discriminator's loss (see `keras_svre.GAN`).
+        gradient_penalty_weight: The penalty's weight (WGAN-GP's lambda, R1's
+            gamma).
         method: The method after the warm start (the method table's name).
+        n_dis: `None`: simultaneous steps. A positive integer: alternating
+            updates, `n_dis` discriminator steps then one generator step,
+            each on its own minibatch (methods that alternate: sgda, adam,
+            ogda, optimistic-adam; see `Game.compile`).
         lr: Step size of both players; `None`: the method's default.
         generator_lr: The generator's step size (overrides `lr`).
         discriminator_lr: The discriminator's step size (overrides `lr`).
@@ -106,7 +114,10 @@ class RunConfig:
     width: int = 16
     batch_norm: bool = True
     loss: str = "non_saturating"
+    gradient_penalty: str | None = None
+    gradient_penalty_weight: float = 10.0
     method: str = "svre-vrad"
+    n_dis: int | None = None
     lr: float | None = None
     generator_lr: float | None = None
     discriminator_lr: float | None = None
@@ -171,6 +182,25 @@ class RunConfig:
             losses.get(self.loss)
         except ValueError as e:
             raise ConfigError("loss", str(e)) from None
+        penalty = self.gradient_penalty
+        if penalty is not None:
+            penalty = str(penalty).lower().replace("_", "-")
+            penalty = None if penalty == "none" else penalty
+        if penalty not in (None, *losses.GRADIENT_PENALTIES):
+            raise ConfigError(
+                "gradient_penalty",
+                f"unknown {{setting}} {self.gradient_penalty!r}; choose one of "
+                f"{', '.join(losses.GRADIENT_PENALTIES)} or none",
+            )
+        object.__setattr__(self, "gradient_penalty", penalty)
+        weight = self.gradient_penalty_weight
+        if isinstance(weight, bool) or not (
+            isinstance(weight, (int, float)) and 0 < weight < float("inf")
+        ):
+            raise ConfigError(
+                "gradient_penalty_weight",
+                f"{{setting}} must be a positive number; received {weight!r}",
+            )
         for name in ("batch_size", "snapshot_batch_size", "epochs", "width"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, "{setting} must be at least 1")
@@ -194,6 +224,31 @@ class RunConfig:
             )
         if self.warm_start_epochs < 0:
             raise ConfigError("warm_start_epochs", "{setting} must be at least 0")
+        if self.n_dis is not None:
+            if (
+                isinstance(self.n_dis, bool)
+                or not isinstance(self.n_dis, int)
+                or self.n_dis < 1
+            ):
+                raise ConfigError(
+                    "n_dis",
+                    f"{{setting}} must be a positive integer; received {self.n_dis!r}",
+                )
+            for setting, method in (
+                ("method", self.main_method),
+                ("warm_start_method", self.warm_method),
+            ):
+                if method is not None and not method.alternates:
+                    alternating = [
+                        m.name for m in method_table.METHODS.values() if m.alternates
+                    ]
+                    raise ConfigError(
+                        "n_dis",
+                        "{setting} (alternating updates) needs methods that step "
+                        f"one player at a time ({', '.join(alternating)}); "
+                        f"{{{setting}}} {method.name} extrapolates or reduces "
+                        "variance",
+                    )
         if self.warm_method is not None:
             if _steps_like(self.warm_method) == _steps_like(self.main_method):
                 raise ConfigError(
@@ -272,6 +327,7 @@ class RunConfig:
                     warm_epochs,
                     batches_per_epoch,
                     self.steps_per_epoch,
+                    self.n_dis,
                 )
             )
         if warm_epochs < self.epochs or not phases:
@@ -285,6 +341,7 @@ class RunConfig:
                     self.epochs,
                     batches_per_epoch,
                     self.steps_per_epoch,
+                    self.n_dis,
                 )
             )
         return phases
@@ -315,14 +372,15 @@ class RunConfig:
                 lr = epoch_decay(lr, phase.per_epoch, self.lr_decay)
             return method.build(lr, **kwargs)
 
-        if phase.generator_lr == phase.discriminator_lr:
+        if phase.generator_lr == phase.discriminator_lr and self.n_dis is None:
             optimizers = {"optimizer": optimizer(phase.generator_lr)}
         else:
+            # Alternating updates step each player with its own optimizer.
             optimizers = {
                 "generator_optimizer": optimizer(phase.generator_lr),
                 "discriminator_optimizer": optimizer(phase.discriminator_lr),
             }
-        return {**optimizers, "jit_compile": jit_compile}
+        return {**optimizers, "jit_compile": jit_compile, "n_dis": self.n_dis}
 
     # ------------------------------------------------------------------ #
     # Data and networks.
@@ -370,6 +428,8 @@ class RunConfig:
             loss=self.loss,
             ema_decay=self.ema_decay,
             seed=self.seed,
+            gradient_penalty=self.gradient_penalty,
+            gradient_penalty_weight=self.gradient_penalty_weight,
         )
         gan.compile(**self.compile_arguments(phase, jit_compile))
         return gan
@@ -419,12 +479,15 @@ class Phase:
     last_epoch: int
     batches_per_epoch: int
     steps_per_epoch: int | None = None
+    n_dis: int | None = None
 
     @property
     def per_pass(self) -> int:
         """Iterations in a pass over the data (extrapolating methods use two
-        batches each)."""
-        return self.batches_per_epoch // self.method.minibatches_per_iteration()
+        batches each, alternating updates `n_dis + 1`)."""
+        return self.batches_per_epoch // self.method.minibatches_per_iteration(
+            n_dis=self.n_dis
+        )
 
     @property
     def per_epoch(self) -> int:
@@ -450,7 +513,7 @@ class Phase:
         """
         if game is None:
             iterations, snapshots = self.iterations, 0
-            per_iteration = self.method.evaluations_per_iteration()
+            per_iteration = self.method.evaluations_per_iteration(n_dis=self.n_dis)
         else:
             iterations, snapshots = game.iterations, game.snapshots_taken
             per_iteration = game.evaluations_per_iteration

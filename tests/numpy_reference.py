@@ -3,8 +3,11 @@
 It knows nothing of Keras: the bilinear game's field is written out by hand,
 and SGDA / SE / SVRE (plain, Adam and VRAd steps, restarts from the average,
 one-minibatch variant, both update points) follow the paper's Algorithm 1 and
-METHOD.md. The restart draws reproduce `Game.draw_uniform`: uniform numbers
-from `np.random.default_rng([seed, counter])`.
+METHOD.md; OGDA and optimistic Adam follow Daskalakis et al. (2018),
+`w <- w - lr * (2 s_t - s_{t-1})` with `s_0 = 0`; alternating updates
+(`run_alternating`) step y `n_dis` times, then x once. The restart draws
+reproduce `Game.draw_uniform`: uniform numbers from
+`np.random.default_rng([seed, counter])`.
 """
 
 import numpy as np
@@ -78,6 +81,7 @@ def run(
     adaptive=None,
     beta_1=0.9,
     beta_2=0.999,
+    epsilon=1e-8,
     restart_probability=None,
     average_restart_probability=0.0,
     seed=0,
@@ -86,12 +90,13 @@ def run(
 ):
     """Runs a method over `minibatches` (a list of index lists) and returns (x, y, info).
 
-    SGDA takes one minibatch per iteration; SE and SVRE take two (i, j), or
-    one with `one_minibatch`.
+    SGDA and OGDA take one minibatch per iteration; SE and SVRE take two
+    (i, j), or one with `one_minibatch`. OGDA with `adaptive="adam"` is
+    optimistic Adam.
     """
     d = len(x0)
     w = np.concatenate([x0, y0]).astype(np.float64)
-    rule = StepRule(lr, adaptive, beta_1, beta_2, size=len(w))
+    rule = StepRule(lr, adaptive, beta_1, beta_2, epsilon, size=len(w))
 
     def F(batch, point):
         return np.concatenate(field(batch, point[:d], point[d:]))
@@ -117,12 +122,18 @@ def run(
         mu = np.concatenate(field.mean(w_s[:d], w_s[d:]))
         average, count = w.copy(), 1
         info["snapshots"] = 1
-    k = 1 if method == "sgda" or one_minibatch else 2
+    previous_step = np.zeros_like(w)  # OGDA's s_{t-1} (times lr), s_0 = 0.
+    k = 1 if method in ("sgda", "ogda") or one_minibatch else 2
     for start in range(0, len(minibatches) - k + 1, k):
         i = minibatches[start]
         j = minibatches[start + k - 1]
         if method == "sgda":
             w = w - rule.step(F(i, w), commit=True)
+            continue
+        if method == "ogda":
+            step = rule.step(F(i, w), commit=True)
+            w = w - (2.0 * step - previous_step)
+            previous_step = step
             continue
         if method == "se":
             half = w - rule.step(F(i, w), commit=False)
@@ -146,6 +157,49 @@ def run(
     return w[:d], w[d:], info
 
 
+def run_alternating(
+    field,
+    x0,
+    y0,
+    minibatches,
+    n_dis,
+    lr_x,
+    lr_y,
+    *,
+    method="sgda",
+    adaptive=None,
+    beta_1=0.9,
+    beta_2=0.999,
+    epsilon=1e-8,
+):
+    """Alternating updates over `minibatches`; returns (x, y).
+
+    Each iteration: `n_dis` steps of y, each on the next minibatch at the
+    current point, then one step of x on the next minibatch at the updated
+    y. Each player has its own step rule (its own Adam moments and count);
+    `method="ogda"` corrects each player's step by its previous one.
+    """
+    x, y = np.array(x0, np.float64), np.array(y0, np.float64)
+    rules = {
+        "x": StepRule(lr_x, adaptive, beta_1, beta_2, epsilon, size=len(x)),
+        "y": StepRule(lr_y, adaptive, beta_1, beta_2, epsilon, size=len(y)),
+    }
+    previous = {"x": np.zeros_like(x), "y": np.zeros_like(y)}
+
+    def move(player, w, gradient):
+        step = rules[player].step(gradient, commit=True)
+        if method == "ogda":
+            step, previous[player] = 2.0 * step - previous[player], step
+        return w - step
+
+    k = n_dis + 1
+    for start in range(0, len(minibatches) - k + 1, k):
+        for batch in minibatches[start : start + n_dis]:
+            y = move("y", y, field(batch, x, y)[1])
+        x = move("x", x, field(minibatches[start + n_dis], x, y)[0])
+    return x, y
+
+
 def _sigmoid(t):
     return 1.0 / (1.0 + np.exp(-t))
 
@@ -158,11 +212,17 @@ class LinearGANField:
     `L_G = mean softplus(-D(G(z)))`, written out by hand. Player x packs the
     generator's (W, c), player y the discriminator's (u, e), in Keras' variable
     order (kernel, bias).
+
+    With `penalty`, the discriminator's loss has a gradient penalty too; D's
+    input gradient is u at every image, so WGAN-GP is
+    `weight * (||u|| - 1)^2` and R1 `weight / 2 * ||u||^2`, whatever the
+    images and interpolation points.
     """
 
-    def __init__(self, images, latents):
+    def __init__(self, images, latents, penalty=None, weight=10.0):
         self.images = np.asarray(images, np.float64)
         self.latents = np.asarray(latents, np.float64)
+        self.penalty, self.weight = penalty, weight
         self.k = self.latents.shape[1]
         self.m = self.images.shape[1]
 
@@ -186,6 +246,11 @@ class LinearGANField:
         r, f = -_sigmoid(-d_real) / n, _sigmoid(d_fake) / n
         gu = X.T @ r + fake.T @ f
         ge = r.sum() + f.sum()
+        if self.penalty == "r1":
+            gu = gu + self.weight * u
+        elif self.penalty == "wgan-gp":
+            norm = np.linalg.norm(u)
+            gu = gu + 2.0 * self.weight * (norm - 1.0) * u / norm
         return np.concatenate([gW.ravel(), gc]), np.concatenate([gu, [ge]])
 
     def mean(self, x, y):

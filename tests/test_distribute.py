@@ -82,7 +82,17 @@ def _train(method, strategy=None, jit_compile="auto"):
         else:
             # Clipping active: Keras clips per replica, the Game globally.
             optimizer = keras.optimizers.SGD(0.1, clipnorm=0.01)
-        gan.compile(optimizer=optimizer, jit_compile=jit_compile)
+        if method == "alternating":
+            # Two discriminator steps per generator step, one optimizer each.
+            discriminator_optimizer = keras.optimizers.SGD(0.2, clipnorm=0.01)
+            gan.compile(
+                generator_optimizer=optimizer,
+                discriminator_optimizer=discriminator_optimizer,
+                n_dis=2,
+                jit_compile=jit_compile,
+            )
+        else:
+            gan.compile(optimizer=optimizer, jit_compile=jit_compile)
     if strategy.num_replicas_in_sync > 1:
         # The optimizer's slots are distributed variables.
         assert all(
@@ -147,7 +157,7 @@ def _child_mirrored(out_dir):
     # in the same process clash with the first's.
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert strategy.num_replicas_in_sync == 2
-    for method in ("svre", "sgda"):
+    for method in ("svre", "sgda", "alternating"):
         _save_run(os.path.join(out_dir, f"{method}-single.npz"), _game_run(method))
         run = _game_run(method, strategy)
         _save_run(os.path.join(out_dir, f"{method}-mirrored.npz"), run)
@@ -295,7 +305,7 @@ def test_mirrored_two_replicas_equal_one_device(tmp_path):
     _run_children(
         [([sys.executable, __file__, "mirrored", str(tmp_path)], _child_env())]
     )
-    for method in ("svre", "sgda"):
+    for method in ("svre", "sgda", "alternating"):
         single = _load_run(tmp_path / f"{method}-single.npz")
         mirrored = _load_run(tmp_path / f"{method}-mirrored.npz")
         _assert_runs_close(single, mirrored)

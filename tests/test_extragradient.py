@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import keras_svre
-from keras_svre import SVRE, Extragradient
+from keras_svre import SVRE, Extragradient, Optimistic
 from tests.numpy_reference import numpy_step
 from tests.optimizer_helpers import (
     apply_in_game_step,
@@ -64,6 +64,8 @@ def test_config_with_schedule():
 EXPECTED_METHODS = {
     "sgda": (keras.optimizers.SGD, None),
     "adam": (keras.optimizers.Adam, None),
+    "ogda": (Optimistic, None),
+    "optimistic-adam": (Optimistic, "adam"),
     "se": (Extragradient, None),
     "se-a": (Extragradient, "adam"),
     "svre": (SVRE, None),
@@ -81,7 +83,7 @@ def test_get(method):
     optimizer = keras_svre.optimizers.get(method, 0.25)
     assert type(optimizer) is cls
     assert float(optimizer.learning_rate.numpy()) == f32(0.25)
-    if issubclass(cls, Extragradient):
+    if issubclass(cls, keras_svre.optimizers.GameOptimizer):
         assert optimizer.adaptive == adaptive
     # Case and `_` are forgiven; further arguments reach the constructor.
     extra = {"momentum": 0.5} if cls is keras.optimizers.SGD else {"beta_1": 0.5}

@@ -307,6 +307,7 @@ def test_keras_terminate_on_nan_sees_a_loss():
 # --------------------------------------------------------------------------- #
 METHODS = {
     "sgda": lambda: keras.optimizers.SGD(0.05),
+    "ogda": lambda: keras_svre.Optimistic(0.05),
     "se": lambda: keras_svre.Extragradient(0.05),
     "svre": lambda: keras_svre.SVRE(0.05, restart_probability=0.5),
 }
@@ -327,6 +328,7 @@ def test_mixed_float16_skips_overflowing_iterations_and_halves_the_scale(
     assert gan.dynamic_loss_scaling
     assert (gan.extrapolates, gan.variance_reduced) == {
         "sgda": (False, False),
+        "ogda": (False, False),
         "se": (True, False),
         "svre": (True, True),
     }[method]

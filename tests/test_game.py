@@ -44,6 +44,14 @@ def reference(game, minibatches, method, lr, **kwargs):
 CASES = [
     # (id, method, optimizer factory, reference kwargs, compile kwargs)
     ("sgda", "sgda", lambda: keras.optimizers.SGD(0.2), {}, {}),
+    ("ogda", "ogda", lambda: keras_svre.Optimistic(0.1), {}, {}),
+    (
+        "optimistic_adam",
+        "ogda",
+        lambda: keras_svre.Optimistic(0.05, adaptive="adam", beta_1=0.5),
+        {"adaptive": "adam", "beta_1": 0.5},
+        {},
+    ),
     ("se", "se", lambda: keras_svre.Extragradient(0.2), {}, {}),
     (
         "se_adam",
@@ -105,7 +113,7 @@ CASES = [
 def test_train_step_matches_numpy_model(case):
     _, method, factory, ref_kwargs, compile_kwargs = case
     iterations = 40
-    k = 1 if method == "sgda" or compile_kwargs.get("one_minibatch") else 2
+    k = 1 if method in ("sgda", "ogda") or compile_kwargs.get("one_minibatch") else 2
     minibatches = minibatch_order(iterations, k)
     game = make_game()
     optimizer = factory()

@@ -42,6 +42,13 @@ def flat(variables):
 
 METHODS = [
     ("sgda", lambda: keras.optimizers.SGD(0.1), "sgda", {}),
+    ("ogda", lambda: keras_svre.optimizers.get("ogda", 0.1), "ogda", {}),
+    (
+        "optimistic-adam",
+        lambda: keras_svre.optimizers.get("optimistic-adam", 0.05, beta_1=0.5),
+        "ogda",
+        {"adaptive": "adam", "beta_1": 0.5},
+    ),
     ("se", lambda: keras_svre.Extragradient(0.1), "se", {}),
     (
         "se-a",
@@ -73,7 +80,7 @@ def test_each_method_matches_numpy(case):
     gan = linear_gan()
     optimizer = factory()
     gan.compile(optimizer=optimizer)
-    k = 1 if method == "sgda" else 2
+    k = 1 if method in ("sgda", "ogda") else 2
     iterations = 6
     rng = np.random.default_rng(5)
     order = [rng.choice(N, 4, replace=False) for _ in range(iterations * k)]

@@ -9,9 +9,9 @@ import re
 
 import pytest
 
-from keras_svre import SVRE, Extragradient
+from keras_svre import SVRE, Extragradient, Optimistic
 
-CLASSES = [Extragradient, SVRE]
+CLASSES = [Extragradient, SVRE, Optimistic]
 
 INVALID = [
     (

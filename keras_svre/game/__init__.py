@@ -2,6 +2,8 @@
 
 - `core`: `Game` (compile, the train step, fit);
 - `snapshots`: SVRE's snapshot pass, restart draws and their schedule;
+- `alternating`: alternating updates (`n_dis` discriminator steps per
+  generator step);
 - `data`: stacking minibatches for a step, and the data checks;
 - `loss_scaling`: the game's dynamic loss scaling (mixed_float16).
 """

@@ -12,8 +12,8 @@ from keras import ops
 from keras_svre import callbacks as game_callbacks
 from keras_svre import distribute
 from keras_svre import optimizers as game_optimizers
+from keras_svre.game import alternating, loss_scaling, snapshots
 from keras_svre.game import data as game_data
-from keras_svre.game import loss_scaling, snapshots
 from keras_svre.optimizers.methods import (
     evaluations_per_iteration,
     minibatches_per_iteration,
@@ -51,7 +51,11 @@ class Game(keras.Model):
       extrapolated) point and at the snapshot, on the same data, and the
       step uses `g - g_snapshot + mu`. A snapshot pass over the whole
       finite-sum dataset sets `mu`, before training and then after each
-      iteration with probability `restart_probability` (default `1/n`).
+      iteration with probability `restart_probability` (default `1/n`);
+    - with `compile(n_dis=k)` (plain Keras or `Optimistic` optimizers, one
+      per player): alternating updates, the last player (a GAN's
+      discriminator) stepping `k` times, each on its own minibatch, then the
+      others once on one more minibatch, at the updated point.
 
     Both players' gradients at one point come from one forward pass of the
     game (one persistent tape). The other points (snapshot, extrapolated)
@@ -135,6 +139,7 @@ class Game(keras.Model):
         one_minibatch: bool = False,
         jit_compile="auto",
         steps_per_execution: int = 1,
+        n_dis: int | None = None,
         **player_optimizers,
     ):
         """Chooses the method (through the optimizers) and the step options.
@@ -157,6 +162,17 @@ class Game(keras.Model):
             steps_per_execution: Passed to `keras.Model.compile`. Snapshot
                 restarts are drawn between executions (one Bernoulli draw per
                 iteration, so the rate is unchanged).
+            n_dis: `None` (default): the players step simultaneously. A
+                positive integer: alternating updates (WGAN's `n_critic`):
+                the last player (a GAN's discriminator) takes `n_dis` steps,
+                each on a fresh minibatch, then the other players take one
+                on one more, at the updated point; `n_dis + 1` minibatches
+                and evaluations per iteration. For methods that do not
+                extrapolate or reduce variance (SGDA, Adam, OGDA, optimistic
+                Adam), with one optimizer per player (see
+                `keras_svre.game.alternating`). A non-finite step stops the
+                iteration there; the last player's earlier steps in it stay
+                applied.
             **player_optimizers: `<player>_optimizer` arguments.
         """
         names = list(self.players())
@@ -196,6 +212,9 @@ class Game(keras.Model):
                 "`one_minibatch=True` only applies to extragradient methods "
                 "(optimizers that extrapolate: Extragradient, SVRE)."
             )
+        n_dis = alternating.check(
+            n_dis, names, given_inner, self.extrapolates, self.variance_reduced
+        )
 
         super().compile(
             optimizer=optimizers[0],
@@ -208,6 +227,7 @@ class Game(keras.Model):
         )
         self.update_point = update_point
         self.one_minibatch = bool(one_minibatch)
+        self.n_dis = n_dis
 
         player_vars = self.players()
         self._player_names = names
@@ -249,6 +269,7 @@ class Game(keras.Model):
             "one_minibatch": self.one_minibatch,
             "jit_compile": jit_compile,
             "steps_per_execution": steps_per_execution,
+            "n_dis": n_dis,
         }
         if optimizer is not None:
             self._compile_optimizers = {"optimizer": optimizer}
@@ -383,13 +404,15 @@ class Game(keras.Model):
     @property
     def minibatches_per_iteration(self) -> int:
         """How many dataset batches one train step consumes."""
-        return minibatches_per_iteration(self.extrapolates, self.one_minibatch)
+        return minibatches_per_iteration(
+            self.extrapolates, self.one_minibatch, self.n_dis
+        )
 
     @property
     def evaluations_per_iteration(self) -> int:
         """Minibatch evaluations of the field per iteration (the paper's unit)."""
         return evaluations_per_iteration(
-            self.extrapolates, self.variance_reduced, self.one_minibatch
+            self.extrapolates, self.variance_reduced, self.one_minibatch, self.n_dis
         )
 
     # ------------------------------------------------------------------ #
@@ -492,14 +515,14 @@ class Game(keras.Model):
             lambda opt, variables, d: opt.extrapolate(d, variables), directions
         )
 
-    def _apply(self, directions):
+    def _apply(self, directions, groups=None):
         # The updates must not start before every evaluation of the step has
         # finished reading the variables: automatic control dependencies order
         # the reads and the writes, not the reads' consumers, and without this
         # the results varied from run to run (seen on CPU, TF 2.21).
         with tf.control_dependencies([d for d in directions if d is not None]):
             directions = [None if d is None else tf.identity(d) for d in directions]
-            for group in self._groups:
+            for group in self._groups if groups is None else groups:
                 game_optimizers.apply_direction(
                     group.optimizer,
                     [directions[i] for i in group.indices],
@@ -549,8 +572,13 @@ class Game(keras.Model):
             if extrapolating:
                 direction = d(F_j(extrapolate(direction)))
             apply(direction)
+
+        With `n_dis`, an alternating iteration instead (see
+        `keras_svre.game.alternating.step`).
         """
         self._check_compiled("training")
+        if self.n_dis is not None:
+            return self._record_losses(*alternating.step(self, data))
         k = self.minibatches_per_iteration
         first = game_data.take(data, 0) if k > 1 else data
         second = game_data.take(data, 1) if k > 1 else data
@@ -586,7 +614,10 @@ class Game(keras.Model):
             finite_losses, game_data.all_finite([t for gs in computed for t in gs])
         )
         self._apply_if_finite(direction, finite)
+        return self._record_losses(losses, finite, finite_losses)
 
+    def _record_losses(self, losses, finite, finite_losses):
+        """Updates the loss trackers with an iteration's losses; returns the logs."""
         for name in self._player_names:
             self._loss_trackers[name].update_state(losses[name])
         total = tf.add_n([ops.cast(losses[n], "float32") for n in self._player_names])
@@ -601,8 +632,10 @@ class Game(keras.Model):
         # Shape-[1] logs under multi-worker training (keras-team/keras#20585).
         return distribute.logs_for_reduction({m.name: m.result() for m in self.metrics})
 
-    def _apply_if_finite(self, directions, finite):
+    def _apply_if_finite(self, directions, finite, groups=None):
         """Applies the iteration's update if `finite`; else skips it.
+
+        `groups`: the players' groups to update (default: all).
 
         Skipping leaves the weights, the optimizers' state and their
         iteration counts as they were (non-trainable state the forward pass
@@ -613,7 +646,7 @@ class Game(keras.Model):
         """
 
         def apply():
-            self._apply(directions)
+            self._apply(directions, groups)
             self._after_update()
             if self.dynamic_loss_scaling:
                 grown = self.loss_scale_good_steps + 1
@@ -734,7 +767,7 @@ class Game(keras.Model):
                 element is one minibatch i). Extrapolating methods consume two
                 consecutive minibatches per iteration (i for the
                 extrapolation, j for the update), so an epoch has half as many
-                iterations as batches.
+                iterations as batches; alternating updates consume `n_dis + 1`.
             y: Unused (must be `None`; the game's data is all in `x`).
             snapshot_data: Variance-reduced methods only: the finite dataset
                 the snapshot pass iterates (each example once; a larger batch

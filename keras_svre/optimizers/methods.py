@@ -20,6 +20,7 @@ import keras
 
 from keras_svre.optimizers.base import extrapolates, variance_reduced
 from keras_svre.optimizers.extragradient import Extragradient
+from keras_svre.optimizers.optimistic import Optimistic
 from keras_svre.optimizers.svre import SVRE
 
 # Constructor arguments that belong to a kind of method: Adam's (for
@@ -28,20 +29,36 @@ ADAM_ARGUMENTS = ("beta_1", "beta_2", "epsilon")
 SNAPSHOT_ARGUMENTS = ("restart_probability", "average_restart_probability")
 
 
-def minibatches_per_iteration(extrapolates: bool, one_minibatch: bool = False) -> int:
-    """Dataset minibatches one iteration consumes (i, and j for the update)."""
+def minibatches_per_iteration(
+    extrapolates: bool, one_minibatch: bool = False, n_dis: int | None = None
+) -> int:
+    """Dataset minibatches one iteration consumes (i, and j for the update).
+
+    With alternating updates (`n_dis` discriminator steps, then a generator
+    step), each step reads a minibatch of its own: `n_dis + 1`.
+    """
+    if n_dis is not None:
+        return n_dis + 1
     return 2 if extrapolates and not one_minibatch else 1
 
 
 def evaluations_per_iteration(
-    extrapolates: bool, variance_reduced: bool, one_minibatch: bool = False
+    extrapolates: bool,
+    variance_reduced: bool,
+    one_minibatch: bool = False,
+    n_dis: int | None = None,
 ) -> int:
     """Minibatch evaluations of the game's field per iteration (the paper's unit).
 
     One at the current point, one more at the look-ahead point when the method
     extrapolates, and for variance reduction one at the snapshot per minibatch
-    the iteration reads: SGDA 1, SE 2, SVRE 4 (3 with one minibatch).
+    the iteration reads: SGDA and OGDA 1, SE 2, SVRE 4 (3 with one minibatch).
+    Alternating updates evaluate once per step, `n_dis + 1` (each step takes
+    one player's gradient only, but runs the forward and backward pass of a
+    whole evaluation on its minibatch).
     """
+    if n_dis is not None:
+        return n_dis + 1
     evaluations = 2 if extrapolates else 1
     if variance_reduced:
         evaluations += minibatches_per_iteration(extrapolates, one_minibatch)
@@ -83,12 +100,22 @@ class Method:
         """Whether an iteration uses snapshot gradients (from the optimizer)."""
         return variance_reduced(self.optimizer)
 
-    def minibatches_per_iteration(self, one_minibatch: bool = False) -> int:
-        return minibatches_per_iteration(self.extrapolates, one_minibatch)
+    @property
+    def alternates(self) -> bool:
+        """Whether the method can take alternating updates (`n_dis`): it steps
+        one player at a time from one gradient (no look-ahead, no snapshot)."""
+        return not (self.extrapolates or self.variance_reduced)
 
-    def evaluations_per_iteration(self, one_minibatch: bool = False) -> int:
+    def minibatches_per_iteration(
+        self, one_minibatch: bool = False, n_dis: int | None = None
+    ) -> int:
+        return minibatches_per_iteration(self.extrapolates, one_minibatch, n_dis)
+
+    def evaluations_per_iteration(
+        self, one_minibatch: bool = False, n_dis: int | None = None
+    ) -> int:
         return evaluations_per_iteration(
-            self.extrapolates, self.variance_reduced, one_minibatch
+            self.extrapolates, self.variance_reduced, one_minibatch, n_dis
         )
 
     def applicable(self, **arguments) -> dict:
@@ -134,6 +161,15 @@ METHODS: dict[str, Method] = {
             "adam",
             "simultaneous Adam steps (SGDA with Adam)",
             keras.optimizers.Adam,
+            learning_rate=1e-3,
+            adam_based=True,
+        ),
+        Method("ogda", "optimistic gradient descent-ascent", Optimistic),
+        Method(
+            "optimistic-adam",
+            "optimistic Adam (Daskalakis et al., 2018)",
+            Optimistic,
+            {"adaptive": "adam"},
             learning_rate=1e-3,
             adam_based=True,
         ),
