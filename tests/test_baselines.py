@@ -788,7 +788,7 @@ def test_method_table_counts_alternating_iterations():
 
 
 def test_run_config_alternating(tmp_path):
-    config = RunConfig(method="adam", n_dis=2)
+    config = RunConfig(method="adam", n_dis=2, epochs=45)
     (phase,) = config.phases(batches_per_epoch=12)  # no warm start before adam
     assert (phase.per_pass, phase.iterations) == (4, 45 * 4)
     assert phase.report(None, 0.0)["minibatch_evaluations"] == 45 * 4 * 3
