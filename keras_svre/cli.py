@@ -621,7 +621,6 @@ def train(args, explicit: dict) -> dict:
                 "says nothing of a folder of your own images"
             }
         elif evaluates:
-            evaluation_start = time.time()
             summary["evaluation"] = evaluator(gan)
             if tensorboard is not None:
                 tensorboard.write_scalars(
@@ -632,7 +631,8 @@ def train(args, explicit: dict) -> dict:
             gan.default_generator = summary["evaluation"].get(
                 "best", gan.default_generator
             )
-            summary["evaluation_seconds"] = round(time.time() - evaluation_start, 1)
+            # (An evaluated last epoch is not evaluated twice.)
+            summary["evaluation_seconds"] = round(evaluator.seconds, 1)
     callbacks.save_atomically(gan, files / "model.keras")
     summary["seconds"] = round(time.time() - START_TIME, 1)
     if not chief:
@@ -924,12 +924,15 @@ class _Evaluator:
         self._classifier = None
         self._real_statistics = None
         self._last = (None, None)
+        self.seconds = None
 
     def __call__(self, gan) -> dict:
         # The final evaluation after an evaluated last epoch: the same weights.
         state = (id(gan.game_optimizers[0]), gan.iterations)
         if self._last[0] != state:
+            start = time.time()
             self._last = (state, self._evaluate(gan))
+            self.seconds = time.time() - start
         return self._last[1]
 
     def _evaluate(self, gan) -> dict:
