@@ -193,3 +193,18 @@ def test_tensorboard_losses_are_window_means_of_the_epoch(tmp_path, update_freq)
             assert np.mean(means) == pytest.approx(history.history[name][epoch])
     with pytest.raises(ValueError, match="`update_freq` must be a positive"):
         callbacks.TensorBoardLogger(tmp_path, update_freq=0)
+
+
+def test_epoch_evaluation_adds_its_values_every_n_epochs():
+    game = _bilinear()
+    seen = []
+    evaluation = callbacks.EpochEvaluation(lambda model: {"score": 1.0}, every=2)
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append("score" in logs)
+
+    game.fit(_data(game), epochs=4, callbacks=[evaluation, Record()], verbose=0)
+    assert seen == [False, True, False, True]
+    with pytest.raises(ValueError, match="`every` must be a positive integer"):
+        callbacks.EpochEvaluation(lambda model: {}, every=0)
