@@ -157,7 +157,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
     def _step(self, logs) -> int:
         if logs and "iterations" in logs:
             return int(logs["iterations"])
-        return int(self.model.iterations)
+        return _model_iterations(self.model)
 
     def _loss_names(self):
         return [m.name for m in self.model.metrics]
@@ -224,6 +224,13 @@ class TensorBoardLogger(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.flush()
+
+
+def _model_iterations(model) -> int:
+    """Iterations done: a game's, or a plain model's optimizer's."""
+    if hasattr(model, "game_optimizers"):
+        return int(model.iterations)
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
 def save_atomically(model: keras.Model, path) -> None:
@@ -532,8 +539,9 @@ class BestCheckpoint(keras.callbacks.Callback):
             if default is not None:
                 model.default_generator = default
         self.best = value
-        step = (logs or {}).get("iterations", getattr(model, "iterations", None))
-        record = {"monitor": self.monitor, "value": value, "iteration": int(step)}
+        step = (logs or {}).get("iterations")
+        step = _model_iterations(model) if step is None else int(step)
+        record = {"monitor": self.monitor, "value": value, "iteration": step}
         if generator is not None:
             record["generator"] = generator
         _write_text_atomically(self.record_path, json.dumps(record, indent=1))

@@ -208,3 +208,12 @@ def test_epoch_evaluation_adds_its_values_every_n_epochs():
     assert seen == [False, True, False, True]
     with pytest.raises(ValueError, match="`every` must be a positive integer"):
         callbacks.EpochEvaluation(lambda model: {}, every=0)
+
+
+def test_tensorboard_logger_steps_a_plain_model_by_its_optimizer(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.ones((8, 2), "float32")
+    logger = callbacks.TensorBoardLogger(tmp_path, update_freq=2, generators=())
+    model.fit(x, x[:, :1], batch_size=2, epochs=2, callbacks=[logger], verbose=0)
+    assert [step for step, _ in _scalars(tmp_path)["loss"]] == [2, 4, 6, 8]
