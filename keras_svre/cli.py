@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import sys
 import time
 
@@ -27,7 +28,16 @@ LATEST = "latest"
 # The files that make a folder hold a run (a new run must not replace them
 # silently), and those a new run started with --overwrite deletes.
 RUN_MARKERS = ("run.json", "checkpoint.keras", "metrics.csv", "model.keras")
-RUN_FILES = RUN_MARKERS + ("metrics.json",)
+RUN_FILES = RUN_MARKERS + ("metrics.json", "best.keras", "best.json")
+RUN_FOLDERS = ("checkpoints", "tensorboard")
+# The measures --best-by takes, and whether higher is better.
+BEST_BY = {
+    "inception_score": True,
+    "fid": False,
+    "entropy": True,
+    "total_variation": False,
+    "l2": False,
+}
 
 
 class UsageError(Exception):
@@ -241,6 +251,60 @@ def _parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         help="checkpoint every N iterations (0: at epoch ends)",
     )
     train.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=3,
+        metavar="N",
+        help="keep the last N checkpoints in RUN/checkpoints/ (named by "
+        "iteration); RUN/checkpoint.keras is always the latest (0: only it)",
+    )
+    train.add_argument(
+        "--evaluate-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also evaluate the generators (as the final evaluation does) every "
+        "N epochs, for TensorBoard and --best-by (0: only at the end)",
+    )
+    train.add_argument(
+        "--best-by",
+        default=None,
+        metavar="{" + ",".join(BEST_BY) + "}",
+        help="keep the checkpoint whose best generator scored best on this "
+        "measure in RUN/best.keras (and RUN/best.json); inception_score and "
+        "entropy: higher is better, fid, total_variation and l2: lower; "
+        "needs --evaluate-every",
+    )
+    train.add_argument(
+        "--tensorboard",
+        default=None,
+        metavar="DIR",
+        help="TensorBoard log folder (default: RUN/tensorboard): the losses, the "
+        "counts, the evaluations, sample grids, the gradient noise",
+    )
+    train.add_argument(
+        "--no-tensorboard",
+        action="store_true",
+        help="write no TensorBoard logs",
+    )
+    train.add_argument(
+        "--log-every",
+        type=int,
+        default=10,
+        metavar="N",
+        help="write the losses to TensorBoard every N iterations (their mean "
+        "over those N)",
+    )
+    train.add_argument(
+        "--gradient-noise-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="every N iterations, measure the second moment and variance of the "
+        "method's gradient estimate over 10 minibatches, for TensorBoard (0: "
+        "never)",
+    )
+    train.add_argument(
         "--resume",
         action="store_true",
         help="continue the run whose checkpoint is in --out (default: "
@@ -350,6 +414,26 @@ def _check_train_args(args):
     """The command line's own options (the run settings are the RunConfig's)."""
     if args.checkpoint_every < 0:
         raise UsageError("--checkpoint-every must be at least 0")
+    for flag in ("keep_checkpoints", "evaluate_every", "gradient_noise_every"):
+        if getattr(args, flag) < 0:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 0")
+    if args.log_every < 1:
+        raise UsageError("--log-every must be at least 1")
+    if args.tensorboard is not None and args.no_tensorboard:
+        raise UsageError("--tensorboard DIR and --no-tensorboard: give one of them")
+    if args.best_by is not None:
+        if args.best_by not in BEST_BY:
+            raise UsageError(
+                f"unknown --best-by {args.best_by!r}; choose one of "
+                f"{', '.join(BEST_BY)}"
+            )
+        if not args.evaluate_every:
+            raise UsageError(
+                "--best-by needs evaluations during training: give "
+                "--evaluate-every N (epochs)"
+            )
+    if args.evaluate_every and args.no_evaluate:
+        raise UsageError("--evaluate-every and --no-evaluate: give one of them")
     if args.tpu is not None and args.strategy != "tpu":
         raise UsageError("--tpu needs --strategy tpu")
     if args.overwrite and args.resume:
@@ -462,9 +546,17 @@ def train(args, explicit: dict) -> dict:
         run.current_phase(gan, phases)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    evaluates = not args.no_evaluate and _evaluable(config, finite_sum)
+    if args.evaluate_every and not evaluates:
+        raise UsageError(
+            "--evaluate-every scores with an MNIST classifier, which needs 28x28 "
+            "grayscale data: drop --evaluate-every (and --best-by) for this dataset"
+        )
     # Every check passed: only now is the run folder written to.
     _prepare_run_folder(out, files, config, args, chief)
-    guard = callbacks.GuardedCheckpoint(checkpoint, args.checkpoint_every)
+    guard = callbacks.GuardedCheckpoint(
+        checkpoint, args.checkpoint_every, keep=args.keep_checkpoints
+    )
     cbs = [guard]
     if chief:
         cbs += [
@@ -472,7 +564,37 @@ def train(args, explicit: dict) -> dict:
             keras.callbacks.CSVLogger(str(files / "metrics.csv"), append=True),
         ]
     if args.verbose:
+        # Before the measurements: the bar shows the losses and the counts.
         cbs.append(_progress_bar(phases[-1].last_epoch))
+    evaluator = _Evaluator(config.seed, finite_sum.snapshot) if evaluates else None
+    if args.evaluate_every:
+        cbs.append(
+            callbacks.EpochEvaluation(
+                lambda gan: _flat_evaluation(evaluator(gan)), args.evaluate_every
+            )
+        )
+    if args.best_by is not None:
+        mode = "max" if BEST_BY[args.best_by] else "min"
+        cbs.append(callbacks.BestCheckpoint(files / "best.keras", args.best_by, mode))
+    if args.gradient_noise_every:
+        from keras_svre import evaluation
+
+        # A pipeline of its own: drawing from the training one would change
+        # the order training reads.
+        noise_data = config.replace(seed=config.seed + 1).load_data(0, args.data_dir)
+        cbs.append(
+            evaluation.GradientVariance(noise_data.train, args.gradient_noise_every)
+        )
+    tensorboard = None
+    if chief and not args.no_tensorboard:
+        log_dir = args.tensorboard or files / "tensorboard"
+        tensorboard = callbacks.TensorBoardLogger(
+            log_dir,
+            update_freq=args.log_every,
+            generators=("ema", "average", "current"),
+            seed=config.seed,
+        )
+        cbs.append(tensorboard)
 
     def switched(phase):
         print(
@@ -521,15 +643,19 @@ def train(args, explicit: dict) -> dict:
                 "skipped": "the Inception Score uses an MNIST classifier, which "
                 "says nothing of a folder of your own images"
             }
-        elif not args.no_evaluate and tuple(finite_sum.image_shape) == (28, 28, 1):
-            evaluation_start = time.time()
-            summary["evaluation"] = _evaluate(gan, config.seed)
+        elif evaluates:
+            summary["evaluation"] = evaluator(gan)
+            if tensorboard is not None:
+                tensorboard.write_scalars(
+                    _flat_evaluation(summary["evaluation"]), summary["iterations"]
+                )
             # `keras-svre sample` (and `gan.generate()`) then draw from the
             # generator that scored best.
             gan.default_generator = summary["evaluation"].get(
                 "best", gan.default_generator
             )
-            summary["evaluation_seconds"] = round(time.time() - evaluation_start, 1)
+            # (An evaluated last epoch is not evaluated twice.)
+            summary["evaluation_seconds"] = round(evaluator.seconds, 1)
     callbacks.save_atomically(gan, files / "model.keras")
     summary["seconds"] = round(time.time() - START_TIME, 1)
     if not chief:
@@ -723,6 +849,7 @@ def _prepare_run_folder(out, files, config, args, chief):
     from keras_svre import callbacks
 
     callbacks.remove_partial_saves(files)
+    callbacks.remove_partial_saves(files / "checkpoints")
     if args.resume:
         if chief:
             _write_run_options(out, config)
@@ -735,6 +862,8 @@ def _prepare_run_folder(out, files, config, args, chief):
         )
         for name in RUN_FILES:
             (files / name).unlink(missing_ok=True)
+        for name in RUN_FOLDERS:
+            shutil.rmtree(files / name, ignore_errors=True)
         for grid in files.glob("samples_epoch_*.png"):
             grid.unlink()
     _write_run_options(files, config)
@@ -789,31 +918,93 @@ def _final_losses(csv_path):
         rows = list(csv.DictReader(f))
     if not rows:
         return {}
+    from keras_svre import run
+
     # Keras' CSVLogger writes "NA" for validation columns when there is none.
-    return {k: float(v) for k, v in rows[-1].items() if k != "epoch" and v != "NA"}
+    skip = ("epoch", *run.COUNTS)
+    return {k: float(v) for k, v in rows[-1].items() if k not in skip and v != "NA"}
 
 
-def _evaluate(gan, seed):
-    """Inception Score etc. of 5,000 samples with the project's MNIST classifier.
+def _evaluable(config, finite_sum) -> bool:
+    """Whether the MNIST classifier can score the run's images."""
+    shape = tuple(finite_sum.image_shape)
+    return not _is_folder(config.dataset) and shape == (28, 28, 1)
 
-    Scores the EMA, uniform-average and current generators; `"best"` names the
-    one with the highest Inception Score (the EMA on a tie).
+
+class _Evaluator:
+    """Scores 5,000 samples of each generator with the project's MNIST classifier.
+
+    `evaluator(gan)` gives, for the EMA, uniform-average and current
+    generators, the Inception Score, the FID against the training images and
+    the label measures (`metrics.evaluate_images`); `"best"` names the one
+    with the highest Inception Score (the EMA on a tie). The classifier and
+    the real images' statistics are prepared once.
     """
-    from keras_svre import metrics
 
-    try:
-        classifier = metrics.load_mnist_classifier()
-    except FileNotFoundError:
-        return {"skipped": "the evaluation classifier is not available"}
-    result = {}
-    for which in ("average", "ema", "current"):
-        images = (gan.generate(5000, which=which, seed=seed) + 1.0) / 2.0
-        scores = metrics.evaluate_images(images, classifier)
-        result[which] = {k: round(float(v), 4) for k, v in scores.items()}
-    result["best"] = max(
-        ("ema", "average", "current"), key=lambda w: result[w]["inception_score"]
-    )
-    return result
+    def __init__(self, seed, real_images):
+        self.seed = seed
+        self.real_images = real_images
+        self._classifier = None
+        self._real_statistics = None
+        self._last = (None, None)
+        self.seconds = None
+
+    def __call__(self, gan) -> dict:
+        # The final evaluation after an evaluated last epoch: the same weights.
+        state = (id(gan.game_optimizers[0]), gan.iterations)
+        if self._last[0] != state:
+            start = time.time()
+            self._last = (state, self._evaluate(gan))
+            self.seconds = time.time() - start
+        return self._last[1]
+
+    def _evaluate(self, gan) -> dict:
+        from keras_svre import metrics
+
+        if self._classifier is None:
+            try:
+                self._classifier = metrics.load_mnist_classifier()
+            except FileNotFoundError:
+                return {"skipped": "the evaluation classifier is not available"}
+            self._real_statistics = self._statistics(self._real_images())
+        result = {}
+        for which in ("average", "ema", "current"):
+            images = (gan.generate(5000, which=which, seed=self.seed) + 1.0) / 2.0
+            scores = metrics.evaluate_images(
+                images, self._classifier, self._real_statistics
+            )
+            result[which] = {k: round(float(v), 4) for k, v in scores.items()}
+        result["best"] = max(
+            ("ema", "average", "current"), key=lambda w: result[w]["inception_score"]
+        )
+        return result
+
+    def _real_images(self):
+        import numpy as np
+
+        batches = [
+            element[-1] if isinstance(element, tuple) else element
+            for element in self.real_images.as_numpy_iterator()
+        ]
+        return (np.concatenate(batches).astype("float32") + 1.0) / 2.0
+
+    def _statistics(self, images):
+        from keras_svre import metrics
+
+        features, _ = metrics.classifier_features_and_probabilities(
+            self._classifier, images
+        )
+        return metrics.feature_statistics(features)
+
+
+def _flat_evaluation(evaluation) -> dict:
+    """`{"ema": {"fid": v}}` as `{"fid_ema": v}` (the log keys)."""
+    return {
+        f"{measure}_{which}": value
+        for which, scores in evaluation.items()
+        if isinstance(scores, dict)
+        for measure, value in scores.items()
+    }
 
 
 def _check_model_file(model) -> pathlib.Path:

@@ -29,9 +29,8 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
-from keras_svre import metrics
+from keras_svre import metrics, summaries
 from keras_svre.data import to_unit_range
 
 GENERATORS = ("current", "average", "ema")
@@ -183,27 +182,9 @@ class _PeriodicMeasurement(keras.callbacks.Callback):
                 self._writer = tf.summary.create_file_writer(str(self.tensorboard_dir))
             with self._writer.as_default():
                 for key, value in values.items():
-                    _write_scalar(key, value, iteration)
+                    summaries.write_scalar(key, value, iteration)
             self._writer.flush()
         return record
-
-
-def _write_scalar(name: str, value: float, step: int) -> None:
-    """A TensorBoard scalar through TensorFlow's core summary op.
-
-    `tf.summary.scalar` lives in the `tensorboard` package, which TensorFlow
-    does not require; `tf.summary.write` with the scalars plugin's metadata
-    writes the same event, so the logs need only TensorFlow.
-    """
-    metadata = summary_pb2.SummaryMetadata()
-    metadata.plugin_data.plugin_name = "scalars"
-    metadata.data_class = summary_pb2.DATA_CLASS_SCALAR
-    tf.summary.write(
-        name,
-        tf.constant(value, tf.float32),
-        step=step,
-        metadata=metadata.SerializeToString(),
-    )
 
 
 class GeneratorEvaluation(_PeriodicMeasurement):

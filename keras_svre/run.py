@@ -20,6 +20,7 @@ import dataclasses
 import json
 import re
 
+import keras
 import numpy as np
 
 from keras_svre.optimizers import methods as method_table
@@ -582,7 +583,9 @@ def train_phases(
         config: The run's settings.
         phases: `config.phases(...)`.
         epoch_data: `epoch -> finite-sum data` in that epoch's order.
-        callbacks: Keras callbacks, for every `fit` call.
+        callbacks: Keras callbacks, for every `fit` call. Their logs also
+            hold the run's counts so far, over all phases (`COUNTS`:
+            `iterations`, `minibatch_evaluations`, `snapshots`).
         verbose: `fit`'s verbosity.
         jit_compile: For the phases' `compile`.
         strategy: The distribution strategy the game lives in (compiles
@@ -619,6 +622,7 @@ def train_phases(
                 on_switch(phase)
         # With the length given in steps, the last phase runs to them.
         open_ended = index == len(phases) - 1 and config.steps is not None
+        counts = _RunCounts(phase, reports, pass_cost)
         stopped = _train_phase(
             game,
             phase,
@@ -626,7 +630,7 @@ def train_phases(
             before,
             total,
             epoch_data,
-            callbacks,
+            [counts, *(callbacks or [])],
             verbose,
             history,
         )
@@ -635,6 +639,36 @@ def train_phases(
         if stopped or before >= total:
             break
     return reports, history
+
+
+# The counts `train_phases` adds to the logs.
+COUNTS = ("iterations", "minibatch_evaluations", "snapshots")
+
+
+class _RunCounts(keras.callbacks.Callback):
+    """Adds the run's counts so far (`COUNTS`, over all phases) to the logs.
+
+    The phases before `phase` count as their `reports` say.
+    """
+
+    def __init__(self, phase, earlier_reports, pass_cost):
+        super().__init__()
+        self.phase = phase
+        self.pass_cost = pass_cost
+        self.earlier = {key: sum(r[key] for r in earlier_reports) for key in COUNTS}
+
+    def _add(self, logs):
+        if logs is None:
+            return
+        report = self.phase.report(self.model, self.pass_cost)
+        for key in COUNTS:
+            logs[key] = float(self.earlier[key] + report[key])
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._add(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._add(logs)
 
 
 def _train_phase(
