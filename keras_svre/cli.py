@@ -1031,7 +1031,10 @@ def _load_gan(path):
 def _which_generator(gan, which) -> tuple[str, str]:
     """The generator `--which` names, and why (for the report)."""
     if which == "best":
-        return gan.default_generator, " (the run's best in its final evaluation)"
+        return gan.default_generator, (
+            " (the model's default: the generator that scored best in the "
+            "evaluation before it was saved)"
+        )
     return which, ""
 
 

@@ -242,6 +242,9 @@ def test_sample_draws_the_generator_that_scored_best(tmp_path, data_dir, capsys)
     npy = tmp_path / "best.npy"
     argv = ["sample", "--model", os.fspath(out / "model.keras"), "--num", "6"]
     assert cli.main([*argv, "--out", os.fspath(npy)]) == 0
-    assert f"from the {best} generator (the run's best" in capsys.readouterr().out
+    assert (
+        f"from the {best} generator (the model's default: the generator that scored best"
+        in capsys.readouterr().out
+    )
     expected = (model.generate(6, which=best, seed=0) + 1.0) / 2.0
     np.testing.assert_allclose(np.load(npy), np.clip(expected, 0, 1), atol=1e-6)
