@@ -241,7 +241,7 @@ class GAN(Game):
             self.generator_ema,
         ):
             average.assign(v)
-            ema.assign(ops.zeros_like(ema))
+            ema.assign(ops.zeros(ema.shape, ema.dtype))
         self.average_count.assign(0)
 
     def _after_update(self):

@@ -579,9 +579,7 @@ class Game(GameTrainer, keras.Model):
         def skip():
             if self.dynamic_loss_scaling:
                 self.loss_scale.assign(self.loss_scale * 0.5)
-                self.loss_scale_good_steps.assign(
-                    ops.zeros_like(self.loss_scale_good_steps)
-                )
+                self.loss_scale_good_steps.assign(0)
 
         self._cond(finite, apply, skip)
 
