@@ -11,6 +11,8 @@ import pytest
 
 from keras_svre import SVRE, Extragradient
 
+pytestmark = pytest.mark.jax
+
 CLASSES = [Extragradient, SVRE]
 
 INVALID = [
