@@ -4,9 +4,13 @@ This module imports no TensorFlow, so it runs in an environment without it:
 
     KERAS_BACKEND=jax pytest tests/test_numpy_data.py   # keras + jax, no tensorflow
 
-`test_no_tensorflow_was_imported` pins that nothing on this path imported it.
+`test_the_jax_path_imports_no_tensorflow` pins that the JAX path does not
+import it even where it is installed.
 """
 
+import importlib.util
+import os
+import subprocess
 import sys
 
 import keras
@@ -66,8 +70,29 @@ def test_mnist_gan_trains_a_few_steps_and_saves(tmp_path):
     assert loaded.iterations == 6
 
 
+_WITHOUT_TENSORFLOW = """
+import sys
+import numpy as np
+import keras_svre
+game = keras_svre.BilinearGame(dim=4, seed=0)
+game.compile(optimizer=keras_svre.SVRE(0.1))
+game.fit(game.component_minibatches(), epochs=1, verbose=0)
+keras_svre.data.ArrayMinibatches(np.arange(4), 2)
+assert "tensorflow" not in sys.modules, "TensorFlow was imported"
+"""
+
+
 @pytest.mark.skipif(
-    keras.backend.backend() == "tensorflow", reason="TensorFlow is the backend"
+    importlib.util.find_spec("jax") is None, reason="JAX is not installed"
 )
-def test_no_tensorflow_was_imported():
-    assert "tensorflow" not in sys.modules
+def test_the_jax_path_imports_no_tensorflow():
+    """Even where TensorFlow is installed, the JAX path does not import it."""
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TENSORFLOW],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
