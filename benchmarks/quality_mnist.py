@@ -167,6 +167,18 @@ def _settings(method):
     return settings
 
 
+def _cost_per_iteration(method):
+    """Minibatch evaluations per iteration, from the method table."""
+    settings = METHODS[method]
+    if "warm_start" not in settings:
+        return optimizers.method(method).evaluations_per_iteration()
+    warm, then = (optimizers.method(settings[k]) for k in ("warm_start", "then"))
+    return (
+        f"{warm.evaluations_per_iteration()} (warm start), "
+        f"then {then.evaluations_per_iteration()}"
+    )
+
+
 def phases(method, args):
     """A run's phases: `(method, optimizer settings, evaluations at its end)`."""
     settings = METHODS[method]
@@ -570,13 +582,7 @@ def _config(args, finite_sum):
         "batch_size": args.batch_size,
         "snapshot_batch_size": args.snapshot_batch_size,
         "snapshot_pass_cost": finite_sum.num_examples / finite_sum.batch_size,
-        "cost_per_iteration": {
-            "adam": 1,
-            "se-a": 2,
-            "svre": 4,
-            "svre-vrad": 4,
-            "svre-ws": "1 (warm start), then 4",
-        },
+        "cost_per_iteration": {m: _cost_per_iteration(m) for m in args.methods},
         "methods": {m: _settings(m) for m in args.methods},
         "warm_evaluations": args.warm_evaluations,
         "seeds": args.seeds,

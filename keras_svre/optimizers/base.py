@@ -318,10 +318,12 @@ def apply_direction(optimizer, directions, variables):
 
 
 def extrapolates(optimizer) -> bool:
-    """Whether `optimizer` takes look-ahead steps (False for plain Keras ones)."""
+    """Whether an optimizer (or its class) takes look-ahead steps (False for
+    plain Keras ones)."""
     return bool(getattr(optimizer, "extrapolates", False))
 
 
 def variance_reduced(optimizer) -> bool:
-    """Whether `optimizer` needs snapshot gradients (False for plain Keras ones)."""
+    """Whether an optimizer (or its class) needs snapshot gradients (False for
+    plain Keras ones)."""
     return bool(getattr(optimizer, "variance_reduced", False))

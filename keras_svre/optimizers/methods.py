@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 import keras
 
+from keras_svre.optimizers.base import extrapolates, variance_reduced
 from keras_svre.optimizers.extragradient import Extragradient
 from keras_svre.optimizers.svre import SVRE
 
@@ -75,12 +76,12 @@ class Method:
     @property
     def extrapolates(self) -> bool:
         """Whether an iteration takes a look-ahead step (from the optimizer)."""
-        return bool(getattr(self.optimizer, "extrapolates", False))
+        return extrapolates(self.optimizer)
 
     @property
     def variance_reduced(self) -> bool:
         """Whether an iteration uses snapshot gradients (from the optimizer)."""
-        return bool(getattr(self.optimizer, "variance_reduced", False))
+        return variance_reduced(self.optimizer)
 
     def minibatches_per_iteration(self, one_minibatch: bool = False) -> int:
         return minibatches_per_iteration(self.extrapolates, one_minibatch)
