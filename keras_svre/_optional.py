@@ -13,7 +13,7 @@ import importlib
 
 def tensorflow(feature: str):
     """The `tensorflow` module, or an `ImportError` naming `feature` and the way out."""
-    return _module(
+    return require(
         "tensorflow",
         feature,
         "install TensorFlow (`pip install keras-svre`), or on the JAX backend "
@@ -24,7 +24,7 @@ def tensorflow(feature: str):
 
 def tensorflow_datasets(feature: str):
     """The `tensorflow_datasets` module, or an `ImportError` that says what to do."""
-    return _module(
+    return require(
         "tensorflow_datasets",
         feature,
         "install TensorFlow and TFDS (`pip install keras-svre`), or on the JAX "
@@ -51,7 +51,9 @@ class LazyModule:
         return getattr(module, attribute)
 
 
-def _module(name: str, feature: str, remedy: str):
+def require(name: str, feature: str, remedy: str):
+    """The module `name`, or an `ImportError`: "`feature` needs `name`, which
+    is not installed: `remedy`." (one line)."""
     try:
         return importlib.import_module(name)
     except ImportError as e:

@@ -301,3 +301,26 @@ def test_loss_scale_factor_is_applied_and_divided_out():
         results.append((game.x.numpy(), game.y.numpy()))
     np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-12)
     np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-12)
+
+
+def test_dynamic_loss_scale_grows_after_good_steps_and_changes_nothing():
+    """The game runs a `LossScaleOptimizer`'s dynamic scaling itself: four
+    good iterations with growth every two double the scale twice, and the
+    iterates are those of the unscaled game (powers of 2 are exact)."""
+    batches = minibatch_order(4, 2)
+    plain = train(make_game(), keras_svre.SVRE(0.1, restart_probability=0.3), batches)
+    game = make_game()
+    game.compile(
+        optimizer=keras.optimizers.LossScaleOptimizer(
+            keras_svre.SVRE(0.1, restart_probability=0.3),
+            initial_scale=1.0,
+            dynamic_growth_steps=2,
+        )
+    )
+    assert game.dynamic_loss_scaling
+    data = minibatches_of(batches)
+    game.fit(data, snapshot_data=components(DIM, 4), epochs=1, verbose=0)
+    assert game.iterations == 4
+    assert float(numpy(game.loss_scale)) == 4.0
+    np.testing.assert_allclose(numpy(game.x), numpy(plain.x), rtol=1e-12)
+    np.testing.assert_allclose(numpy(game.y), numpy(plain.y), rtol=1e-12)

