@@ -262,7 +262,8 @@ class JAXGameTrainer:
 
         A jitted function adds one minibatch's size-weighted field to the
         running sums; the host loops it over the minibatches (NumPy, from a
-        sequence or a `tf.data.Dataset`).
+        sequence or a `tf.data.Dataset`). Under a `keras.distribution` each
+        minibatch is split over the devices as `fit` splits its data.
         """
         variables = self.variables
 
@@ -279,7 +280,7 @@ class JAXGameTrainer:
             sums = [ops.zeros(v.shape, v.dtype) for v in self.game_variables]
             count = 0
             for batch in game_data.iterate(snapshot_data):
-                sums = accumulate(values, sums, batch)
+                sums = accumulate(values, sums, _on_data_devices(batch))
                 count += game_data.batch_size(batch)
             return [s / ops.cast(count, s.dtype) for s in sums]
 
@@ -296,6 +297,29 @@ class JAXGameTrainer:
         import contextlib
 
         return contextlib.nullcontext()
+
+
+def _on_data_devices(batch):
+    """A minibatch laid out as `keras.distribution`'s data (split on its batch
+    axis), or as it is when no distribution is set.
+
+    A minibatch whose size the devices do not divide (the snapshot data's
+    last) is left whole: JAX computes it on the variables' devices, with the
+    same result.
+    """
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return batch
+    mesh = distribution.device_mesh
+    ways = mesh.shape[list(mesh.axis_names).index(distribution.batch_dim_name)]
+
+    def place(x):
+        if ops.shape(x)[0] % ways:
+            return x
+        layout = distribution.get_data_layout(ops.shape(x))
+        return keras.distribution.distribute_tensor(x, layout)
+
+    return keras.tree.map_structure(place, batch)
 
 
 def compile_function(function):
