@@ -15,12 +15,19 @@ field. The pieces:
 - `keras_svre.training`, `keras_svre.presets`: warm start, step-size decay
   and the paper's experiment configurations; `keras_svre.distribute`:
   strategies (Mirrored, MultiWorker, TPU).
+
+Keras' TensorFlow and JAX backends are both supported (`KERAS_BACKEND`). On
+JAX, TensorFlow is optional: what needs it (`distribute`, `evaluation`, the
+`tf.data`/TFDS pipelines) is imported when first used.
 """
+
+import importlib
+
+import keras
 
 from keras_svre import (
     callbacks,
     data,
-    distribute,
     losses,
     metrics,
     models,
@@ -34,6 +41,23 @@ from keras_svre.gan import GAN
 from keras_svre.optimizers import SVRE, Extragradient, Optimistic
 
 __version__ = "0.1.0"
+
+# Modules that need TensorFlow: imported with the package on TensorFlow, on
+# first use elsewhere.
+_TENSORFLOW_MODULES = ("distribute", "evaluation")
+
+
+def __getattr__(name):
+    if name not in _TENSORFLOW_MODULES:
+        raise AttributeError(f"module 'keras_svre' has no attribute {name!r}")
+    from keras_svre import _optional
+
+    _optional.tensorflow(f"`keras_svre.{name}`")
+    return importlib.import_module(f"keras_svre.{name}")
+
+
+if keras.backend.backend() == "tensorflow":
+    from keras_svre import distribute
 
 __all__ = [
     "GAN",

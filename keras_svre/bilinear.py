@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from keras_svre.game import Game
+from keras_svre.losses import batch_mean
 
 
 @keras.saving.register_keras_serializable(package="keras_svre")
@@ -56,17 +57,17 @@ class BilinearGame(Game):
         return {"x": [self.x], "y": [self.y]}
 
     def compute_player_losses(self, data, training=True):
-        index = tf.reshape(tf.cast(data, tf.int32), [-1])
-        x = tf.convert_to_tensor(self.x)
-        y = tf.convert_to_tensor(self.y)
-        a_i = tf.gather(tf.convert_to_tensor(self.a), index)
-        b_i = tf.gather(tf.convert_to_tensor(self.b), index)
+        index = ops.reshape(ops.cast(data, "int32"), (-1,))
+        x = ops.convert_to_tensor(self.x)
+        y = ops.convert_to_tensor(self.y)
+        a_i = ops.take(ops.convert_to_tensor(self.a), index, axis=0)
+        b_i = ops.take(ops.convert_to_tensor(self.b), index, axis=0)
         f = (
-            tf.gather(x, index) * tf.gather(y, index)
-            + tf.linalg.matvec(a_i, x)
-            + tf.linalg.matvec(b_i, y)
+            ops.take(x, index) * ops.take(y, index)
+            + ops.matmul(a_i, x)
+            + ops.matmul(b_i, y)
         )
-        f = tf.reduce_mean(f)
+        f = batch_mean(f)
         return {"x": f, "y": -f}
 
     def solution(self) -> tuple[np.ndarray, np.ndarray]:
@@ -97,12 +98,38 @@ class BilinearGame(Game):
 
     def component_dataset(
         self, batch_size: int = 1, shuffle: bool = True, seed: int | None = None
-    ) -> tf.data.Dataset:
-        """The finite sum as a dataset: component indices, reshuffled each epoch."""
+    ):
+        """The finite sum as a `tf.data.Dataset`: component indices, reshuffled each epoch.
+
+        Needs TensorFlow; `component_minibatches` is the same without it.
+        """
+        from keras_svre import _optional
+
+        tf = _optional.tensorflow("`BilinearGame.component_dataset`")
         ds = tf.data.Dataset.range(self.dim)
         if shuffle:
             ds = ds.shuffle(self.dim, seed=seed, reshuffle_each_iteration=True)
         return ds.batch(batch_size, drop_remainder=True)
+
+    def component_minibatches(
+        self, batch_size: int = 1, shuffle: bool = True, seed: int | None = None
+    ):
+        """The finite sum as NumPy minibatches of component indices (no TensorFlow).
+
+        Reshuffled each epoch when `shuffle`; every batch is full.
+
+        Returns:
+            A `keras_svre.data.ArrayMinibatches`.
+        """
+        from keras_svre.data.arrays import ArrayMinibatches
+
+        return ArrayMinibatches(
+            np.arange(self.dim, dtype="int64"),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            drop_remainder=True,
+        )
 
     def get_config(self):
         return {

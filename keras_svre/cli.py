@@ -38,6 +38,8 @@ BEST_BY = {
     "total_variation": False,
     "l2": False,
 }
+# The key of run.json that records the Keras backend of the run.
+BACKEND_KEY = "backend"
 
 
 class UsageError(Exception):
@@ -217,7 +219,11 @@ def _parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "--take", type=int, default=None, help="use only the first N training examples"
     )
     train.add_argument("--seed", type=int, default=d["seed"])
-    train.add_argument("--jit", action="store_true", help="compile steps with XLA")
+    train.add_argument(
+        "--jit",
+        action="store_true",
+        help="compile steps with XLA (TensorFlow; on JAX they always are)",
+    )
     train.add_argument(
         "--mixed-precision",
         default=None,
@@ -229,13 +235,15 @@ def _parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     train.add_argument(
         "--deterministic",
         action="store_true",
-        help="deterministic TensorFlow ops (bit-for-bit repeatable runs and resumes)",
+        help="deterministic TensorFlow ops (bit-for-bit repeatable runs and resumes; "
+        "TensorFlow backend)",
     )
     train.add_argument(
         "--strategy",
         default="default",
         choices=STRATEGIES,
-        help="tf.distribute strategy: default (one device), mirrored (all local "
+        help="tf.distribute strategy (TensorFlow backend; on JAX use "
+        "keras.distribution from Python): default (one device), mirrored (all local "
         "GPUs), multiworker (cluster from TF_CONFIG), tpu (see --tpu)",
     )
     train.add_argument(
@@ -467,32 +475,26 @@ def train(args, explicit: dict) -> dict:
     # previous run as it was.
     out = _choose_run_folder(args)
     config = _run_config(args, explicit, out)
-    import tensorflow as tf
-
-    from keras_svre import distribute, run
-
-    if args.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    # Before anything else runs: a multi-worker strategy sets up the cluster.
-    try:
-        strategy = distribute.make_strategy(args.strategy, args.tpu)
-    except (ValueError, RuntimeError, tf.errors.OpError) as e:
-        raise UsageError(f"could not set up --strategy {args.strategy}: {e}") from None
+    strategy = _make_strategy(args)
     import keras
 
-    from keras_svre import callbacks
+    from keras_svre import callbacks, run
 
+    # On JAX every step is compiled (Keras' jit_compile=False would run it
+    # op by op); --jit is TensorFlow's XLA switch.
+    jit = args.jit or keras.backend.backend() != "tensorflow"
     keras.utils.set_random_seed(config.seed)
-    chief = distribute.is_chief(strategy)
+    worker = _worker_index(strategy)
+    chief = worker == 0
     # Every worker saves (saving reads replicated state collectively), the
     # chief into --out and the others into a folder of their own.
-    files = out if chief else out / f"worker-{distribute.worker_index(strategy)}"
+    files = out if chief else out / f"worker-{worker}"
     checkpoint = files / "checkpoint.keras"
 
     epoch_data = run.EpochData(config, args.data_dir)
     try:
         finite_sum = epoch_data(0)
-    except (ValueError, RuntimeError) as e:
+    except (ValueError, RuntimeError, ImportError) as e:
         raise UsageError(str(e)) from None
     if _is_folder(config.dataset) and chief:
         height, width, channels = finite_sum.image_shape
@@ -511,6 +513,8 @@ def train(args, explicit: dict) -> dict:
             "equal share"
         )
     if args.strategy == "tpu":
+        from keras_svre import distribute
+
         try:
             distribute.check_static_batches(
                 finite_sum.num_examples,
@@ -535,10 +539,12 @@ def train(args, explicit: dict) -> dict:
             gan = _load_checkpoint(out / "checkpoint.keras", finite_sum)
         else:
             try:
-                gan = config.build_gan(finite_sum.num_examples, phases[0], args.jit)
+                gan = config.build_gan(finite_sum.num_examples, phases[0], jit)
             except run.ConfigError as e:
                 raise UsageError(e.with_flag_names()) from None
         if args.strategy != "default":
+            from keras_svre import distribute
+
             # Global-batch statistics: training does not depend on the split.
             distribute.synchronize_batch_norm(gan.generator, gan.discriminator)
     _check_image_shape(gan, finite_sum)
@@ -586,7 +592,12 @@ def train(args, explicit: dict) -> dict:
             evaluation.GradientVariance(noise_data.train, args.gradient_noise_every)
         )
     tensorboard = None
-    if chief and not args.no_tensorboard:
+    if chief and not args.no_tensorboard and not _can_write_tensorboard(args):
+        print(
+            "keras-svre train: no TensorBoard logs (writing them needs TensorFlow, "
+            "which is not installed)"
+        )
+    elif chief and not args.no_tensorboard:
         log_dir = args.tensorboard or files / "tensorboard"
         tensorboard = callbacks.TensorBoardLogger(
             log_dir,
@@ -609,7 +620,7 @@ def train(args, explicit: dict) -> dict:
         epoch_data,
         callbacks=cbs,
         verbose=args.verbose,
-        jit_compile=args.jit,
+        jit_compile=jit,
         strategy=strategy,
         on_switch=switched,
     )
@@ -628,6 +639,7 @@ def train(args, explicit: dict) -> dict:
     summary = {
         "dataset": config.dataset,
         "method": config.method,
+        "backend": keras.backend.backend(),
         "strategy": args.strategy,
         "replicas": replicas,
         "iterations": sum(r["iterations"] for r in report),
@@ -664,6 +676,65 @@ def train(args, explicit: dict) -> dict:
     print(json.dumps(summary))
     print(_where_the_run_is(out, args))
     return summary
+
+
+class _OneDevice:
+    """What `train` uses of a `tf.distribute` strategy, off TensorFlow: one
+    process, on the devices Keras gives it."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def _make_strategy(args):
+    """`--strategy`'s `tf.distribute` strategy; off TensorFlow, `_OneDevice()`.
+
+    TensorFlow-only options are refused there, naming the backend's own way.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        if args.strategy != "default":
+            raise UsageError(
+                f"--strategy {args.strategy} is TensorFlow's tf.distribute; on the "
+                f"{backend} backend train on several devices with keras.distribution "
+                "from Python (keras.distribution.set_distribution("
+                "keras.distribution.DataParallel()), then keras_svre.run.train; see "
+                "README, 'JAX backend'), or set KERAS_BACKEND=tensorflow"
+            )
+        if args.deterministic:
+            raise UsageError(
+                "--deterministic sets TensorFlow's op determinism; on the "
+                f"{backend} backend CPU runs are deterministic already and GPU runs "
+                "need XLA_FLAGS=--xla_gpu_deterministic_ops=true, or set "
+                "KERAS_BACKEND=tensorflow"
+            )
+        return _OneDevice()
+    import tensorflow as tf
+
+    from keras_svre import distribute
+
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    # Before anything else runs: a multi-worker strategy sets up the cluster.
+    try:
+        return distribute.make_strategy(args.strategy, args.tpu)
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+        raise UsageError(f"could not set up --strategy {args.strategy}: {e}") from None
+
+
+def _worker_index(strategy) -> int:
+    """This worker's rank (the chief's is 0)."""
+    if isinstance(strategy, _OneDevice):
+        return 0
+    from keras_svre import distribute
+
+    return distribute.worker_index(strategy)
 
 
 def _run_settings(namespace: dict) -> dict:
@@ -721,6 +792,8 @@ def _config_file(path) -> dict:
         settings = run.read_settings(path)
     except (ValueError, OSError) as e:
         raise UsageError(f"--config {path} cannot be read: {e}") from None
+    # A run's run.json says which backend trained it; that is no setting.
+    settings.pop(BACKEND_KEY, None)
     return settings
 
 
@@ -730,9 +803,23 @@ def _recorded_settings(out) -> dict:
     if not path.exists():
         raise UsageError(f"nothing to resume in {out}: no {path.name}")
     saved = json.loads(path.read_text())
+    _check_same_backend(saved, out)
     # Runs written before a setting existed have its old default: the width
     # and lengths were always recorded.
     return _run_settings(saved)
+
+
+def _check_same_backend(saved: dict, out):
+    """A run resumes on the backend it was trained on (its data order is that
+    backend's: NumPy minibatches on JAX, tf.data on TensorFlow)."""
+    import keras
+
+    trained_on = saved.get(BACKEND_KEY, "tensorflow")
+    if trained_on != keras.backend.backend():
+        raise UsageError(
+            f"the run in {out} was trained on the {trained_on} backend, and its "
+            f"data order is that backend's: resume it with KERAS_BACKEND={trained_on}"
+        )
 
 
 def _explicit_run_settings(argv) -> dict:
@@ -894,9 +981,12 @@ def _where_the_run_is(out, args):
 
 
 def _write_run_options(files, config):
-    """The run's settings as `run.json` (a valid `--config` file)."""
+    """The run's settings as `run.json` (a valid `--config` file), and the backend."""
+    import keras
+
     tmp = files / ".run.json.tmp"
-    tmp.write_text(json.dumps(config.to_dict(), indent=1))
+    recorded = {**config.to_dict(), BACKEND_KEY: keras.backend.backend()}
+    tmp.write_text(json.dumps(recorded, indent=1))
     os.replace(tmp, files / "run.json")
 
 
@@ -1028,6 +1118,24 @@ def _load_gan(path):
     return gan
 
 
+def _can_write_tensorboard(args) -> bool:
+    """Whether TensorBoard logs can be written (they need TensorFlow's writer).
+
+    Without TensorFlow (the JAX backend alone), the default logs are left out;
+    an explicit `--tensorboard DIR` is an error.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is not None:
+        return True
+    if args.tensorboard is not None:
+        raise UsageError(
+            "--tensorboard needs TensorFlow (its summary writer), which is not "
+            "installed: pip install tensorflow, or drop --tensorboard"
+        )
+    return False
+
+
 def _which_generator(gan, which) -> tuple[str, str]:
     """The generator `--which` names, and why (for the report)."""
     if which == "best":
@@ -1138,6 +1246,17 @@ def export(args) -> None:
     path = _check_model_file(args.model)
     out = pathlib.Path(args.out)
     saved_model = args.format == "savedmodel"
+    if saved_model:
+        from keras_svre import _optional
+
+        try:
+            _optional.require(
+                "tensorflow",
+                "--format savedmodel",
+                "install TensorFlow, or write a .keras file with --format keras",
+            )
+        except ImportError as e:
+            raise UsageError(str(e)) from None
     if not saved_model and out.suffix != ".keras":
         raise UsageError(
             f"--format keras writes a .keras file: give --out a name ending in "

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_svre import losses as gan_losses
 from keras_svre.game import Game
+from keras_svre.game import backend as game_backend
+from keras_svre.game import data as game_data
 
 GENERATORS = ("ema", "average", "current")
 
@@ -233,13 +234,9 @@ class GAN(Game):
 
     def latents(self, index):
         """The bank's latent vectors for example indices."""
-        index = tf.cast(index, tf.int32)
-        # Checked, not left to `gather` (an error on CPU, zeros on GPU).
-        check = tf.debugging.assert_less(
-            index, self.num_examples, message=_INDEX_MESSAGE_MARKER
+        return game_backend.checked_take(
+            self.noise_bank, index, self.num_examples, _INDEX_MESSAGE_MARKER
         )
-        with tf.control_dependencies([check]):
-            return tf.gather(tf.convert_to_tensor(self.noise_bank), index)
 
     def compute_player_losses(self, data, training=True):
         index, real = self.split_batch(data)
@@ -251,8 +248,8 @@ class GAN(Game):
         """WGAN-GP's coefficients for training examples (`None` without it)."""
         if self.gradient_penalty != "wgan-gp":
             return None
-        index = tf.cast(index, tf.int32)
-        return tf.gather(tf.convert_to_tensor(self.interpolation_bank), index)
+        index = ops.cast(index, "int32")
+        return ops.take(ops.convert_to_tensor(self.interpolation_bank), index, axis=0)
 
     def compute_gradient_penalty(self, data, training=True):
         """The weighted penalty term of the discriminator's loss on a minibatch.
@@ -287,15 +284,17 @@ class GAN(Game):
         evaluated the same way every time.
         """
         index, real = self.split_batch(data)
-        index = tf.cast(index, tf.int64)
-        seed = tf.stack(
-            [tf.constant(self.seed % (2**31), tf.int64), tf.reduce_sum(index)]
+        index = ops.cast(index, "int64")
+        seed = ops.stack(
+            [ops.convert_to_tensor(self.seed % (2**31), "int64"), ops.sum(index)]
         )
-        latents = tf.random.stateless_normal(
-            [tf.shape(index)[0], self.latent_dim], seed=seed
+        latents = game_backend.stateless_normal(
+            (ops.shape(index)[0], self.latent_dim), seed
         )
         interpolation = None
         if self.gradient_penalty == "wgan-gp":
+            import tensorflow as tf  # gradient penalties are TensorFlow-only
+
             interpolation = tf.random.stateless_uniform(
                 [tf.shape(index)[0]], seed=seed + tf.constant([1, 0], tf.int64)
             )
@@ -362,47 +361,66 @@ class GAN(Game):
             self.generator_ema,
         ):
             average.assign(v)
-            ema.assign(tf.zeros_like(ema))
+            ema.assign(ops.zeros(ema.shape, ema.dtype))
         self.average_count.assign(0)
 
     def _after_update(self):
         # Only applied iterations enter the averages (not skipped ones).
-        count = tf.cast(self.average_count + 1, tf.float32)
+        count = ops.cast(self.average_count + 1, "float32")
         decay = self.ema_decay
         for v, average, ema in zip(
             self.generator.trainable_variables,
             self.generator_average,
             self.generator_ema,
         ):
-            value = tf.convert_to_tensor(v)
-            average.assign_add((value - average) / tf.cast(count, v.dtype))
+            value = ops.convert_to_tensor(v)
+            average.assign_add((value - average) / ops.cast(count, v.dtype))
             ema.assign(decay * ema + (1.0 - decay) * value)
         self.average_count.assign_add(1)
 
     def check_data(self, dataset, what):
         """Refuses data that is not `(index, image)` minibatches for these networks."""
         super().check_data(dataset, what)
-        spec = dataset.element_spec
+        spec = game_data.element_spec(dataset)
         if isinstance(spec, dict):
             spec = (spec.get("index"), spec.get("image"))
         if not isinstance(spec, (tuple, list)) or len(spec) != 2:
             self.split_batch(spec)
         index_spec = spec[0]
         if (
-            not isinstance(index_spec, tf.TensorSpec)
-            or not index_spec.dtype.is_integer
-            or index_spec.shape.rank != 1
+            not isinstance(index_spec, keras.KerasTensor)
+            or not keras.backend.standardize_dtype(index_spec.dtype).startswith(
+                ("int", "uint")
+            )
+            or len(index_spec.shape) != 1
         ):
             raise ValueError(
                 f"The {what} must yield `(index, image)` minibatches (index: "
                 "integers of shape [batch]), but its first element has shape "
-                f"{getattr(index_spec, 'shape', '?')} and dtype "
-                f"{getattr(getattr(index_spec, 'dtype', None), 'name', '?')}: if it "
+                f"{_shape_text(index_spec)} and dtype "
+                f"{getattr(index_spec, 'dtype', '?')}: if it "
                 "yields `(image, label)`, keep the images "
                 "(`dataset.map(lambda image, label: image)`) and index them with "
                 "`keras_svre.data.index_examples` before shuffling and batching."
             )
         self._check_image_shape(spec, what)
+        self._check_indices(dataset, what)
+
+    def _check_indices(self, dataset, what):
+        """Refuses NumPy data with an index outside the noise bank (read on the host)."""
+        arrays = getattr(dataset, "arrays", None)
+        if arrays is None or game_data.is_tf_dataset(dataset):
+            return
+        if isinstance(arrays, dict):
+            index = arrays.get("index")
+        elif isinstance(arrays, (tuple, list)) and len(arrays) == 2:
+            index = arrays[0]
+        else:
+            return
+        if index is not None and len(index) and int(np.max(index)) >= self.num_examples:
+            raise ValueError(
+                f"The {what}: " + self._data_error_messages()[_INDEX_MESSAGE_MARKER]
+            )
 
     def _data_error_messages(self):
         return {
@@ -434,16 +452,19 @@ class GAN(Game):
         `None` (default): `default_generator`.
         """
         which = self.default_generator if which is None else which
+        self._sync_state()
         if which == "current":
-            return [tf.convert_to_tensor(v) for v in self.generator.trainable_variables]
+            return [
+                ops.convert_to_tensor(v) for v in self.generator.trainable_variables
+            ]
         if which == "average":
-            return [tf.convert_to_tensor(v) for v in self.generator_average]
+            return [ops.convert_to_tensor(v) for v in self.generator_average]
         if which == "ema":
-            count = int(self.average_count.numpy())
+            count = int(ops.convert_to_numpy(self.average_count))
             if count == 0:
                 return self.generator_weights("current")
             debias = 1.0 - self.ema_decay**count
-            return [tf.convert_to_tensor(v) / debias for v in self.generator_ema]
+            return [ops.convert_to_tensor(v) / debias for v in self.generator_ema]
         raise ValueError(
             f"`which` must be 'current', 'average' or 'ema'. Received: {which!r}."
         )
@@ -494,7 +515,7 @@ class GAN(Game):
                 "`get_config` that rebuilds the same network."
             )
         for variable, value in pairs:
-            variable.assign(tf.convert_to_tensor(value))
+            variable.assign(ops.convert_to_tensor(value))
         return model
 
     def generate(
@@ -524,11 +545,11 @@ class GAN(Game):
         latents = latents.astype("float32")
         weights = self.generator_weights(which)
         state = [
-            tf.convert_to_tensor(v) for v in self.generator.non_trainable_variables
+            ops.convert_to_tensor(v) for v in self.generator.non_trainable_variables
         ]
         fn = self._generate_fn()
         out = [
-            fn(weights, state, latents[i : i + batch_size]).numpy()
+            ops.convert_to_numpy(fn(weights, state, latents[i : i + batch_size]))
             for i in range(0, len(latents), batch_size)
         ]
         return np.concatenate(out, axis=0)
@@ -537,13 +558,13 @@ class GAN(Game):
         fn = self.__dict__.get("_generate_function")
         if fn is None:
 
-            @tf.function(reduce_retracing=True)
-            def fn(weights, state, latents):
+            def generate(weights, state, latents):
                 images, _ = self.generator.stateless_call(
                     weights, state, latents, training=False
                 )
                 return images
 
+            fn = game_backend.compile_function(generate)
             object.__setattr__(self, "_generate_function", fn)
         return fn
 
@@ -585,9 +606,16 @@ _INDEX_MESSAGE_MARKER = "keras_svre: example index out of the noise bank"
 def _to_float32(logits):
     # The losses in float32 under mixed precision: float16 logits would
     # overflow once the loss is scaled.
-    if logits.dtype in (tf.float16, tf.bfloat16):
-        return tf.cast(logits, tf.float32)
+    if keras.backend.standardize_dtype(logits.dtype) in ("float16", "bfloat16"):
+        return ops.cast(logits, "float32")
     return logits
+
+
+def _shape_text(spec):
+    shape = getattr(spec, "shape", None)
+    if shape is None:
+        return "?"
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
 def _input_size(model):

@@ -15,12 +15,27 @@ import dataclasses
 import math
 from collections.abc import Callable
 
-import tensorflow as tf
+import keras
 from keras import ops
 
+from keras_svre._optional import LazyModule
 
-def _mean(x):
-    return ops.mean(ops.reshape(x, (-1,)))
+# The penalties differentiate the critic by its input with a GradientTape.
+tf = LazyModule("tensorflow", "gradient penalties")
+
+
+def batch_mean(x):
+    """The mean of all of `x`'s entries, in `x`'s dtype.
+
+    Not `ops.mean`: on JAX, Keras computes it in float32 even for float64
+    inputs (its type promotion maps 64-bit types to 32-bit off TensorFlow),
+    which the float64 step-equivalence tests would see.
+    """
+    x = ops.reshape(x, (-1,))
+    return ops.sum(x) / ops.cast(ops.shape(x)[0], x.dtype)
+
+
+_mean = batch_mean
 
 
 def non_saturating_discriminator_loss(real_logits, fake_logits):
@@ -135,6 +150,13 @@ def check_gradient_penalty(gradient_penalty, weight):
                 f"Received: gradient_penalty={gradient_penalty!r}."
             )
         gradient_penalty = key
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                "Gradient penalties (`gradient_penalty`) run on Keras' TensorFlow "
+                "backend only for now (the input gradient is a tf.GradientTape); "
+                f"this is the {keras.backend.backend()!r} backend. Train without "
+                "one, or with KERAS_BACKEND=tensorflow."
+            )
     if (
         isinstance(weight, bool)
         or not isinstance(weight, (int, float))

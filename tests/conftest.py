@@ -1,4 +1,11 @@
-"""Shared pytest set-up: quiet TensorFlow, CPU only, deterministic seeds."""
+"""Shared pytest set-up: quiet TensorFlow, CPU only, deterministic seeds.
+
+The suite runs on TensorFlow by default. With `KERAS_BACKEND=jax` only the
+modules marked `pytest.mark.jax` (the game, its methods and the NumPy data
+path) run, in float64 where they ask for it (JAX's x64 is enabled); the
+other tests are skipped as TensorFlow-only, and modules with no JAX test are
+not even collected (they may import TensorFlow).
+"""
 
 import os
 
@@ -7,6 +14,32 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+if keras.backend.backend() == "jax":
+    import jax
+
+    # The step-equivalence tests compare float64 games with NumPy.
+    jax.config.update("jax_enable_x64", True)
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Off TensorFlow, a test module with no test marked `jax` is TensorFlow-only:
+    it is not collected at all (its imports may need TensorFlow or TFDS)."""
+    if keras.backend.backend() == "tensorflow" or collection_path.suffix != ".py":
+        return None
+    if not collection_path.name.startswith("test_"):
+        return None
+    return True if "mark.jax" not in collection_path.read_text() else None
+
+
+def pytest_collection_modifyitems(config, items):
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"TensorFlow-only (backend: {backend})")
+    for item in items:
+        if "jax" not in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

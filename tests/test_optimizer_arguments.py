@@ -11,6 +11,8 @@ import pytest
 
 from keras_svre import SVRE, Extragradient, Optimistic
 
+pytestmark = pytest.mark.jax
+
 CLASSES = [Extragradient, SVRE, Optimistic]
 
 INVALID = [

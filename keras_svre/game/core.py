@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
+import functools
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_svre import callbacks as game_callbacks
-from keras_svre import distribute
 from keras_svre import optimizers as game_optimizers
 from keras_svre.game import alternating, loss_scaling, snapshots
 from keras_svre.game import data as game_data
+from keras_svre.game.backend import GameTrainer
 from keras_svre.optimizers.methods import (
     evaluations_per_iteration,
     minibatches_per_iteration,
@@ -32,7 +31,7 @@ class _Group:
         self.variables = list(variables)
 
 
-class Game(keras.Model):
+class Game(GameTrainer, keras.Model):
     """A differentiable game whose players are trained with `fit`.
 
     A game has players, each owning some trainable variables and minimising
@@ -58,9 +57,11 @@ class Game(keras.Model):
       others once on one more minibatch, at the updated point.
 
     Both players' gradients at one point come from one forward pass of the
-    game (one persistent tape). The other points (snapshot, extrapolated)
-    are evaluated statelessly through `keras.StatelessScope`, so no copy of
-    any network is made.
+    game (one persistent tape on TensorFlow, one `jax.vjp` on JAX). The
+    other points (snapshot, extrapolated) are evaluated statelessly through
+    `keras.StatelessScope`, so no copy of any network is made. The iteration
+    itself is backend-neutral (`keras.ops`); how the field is differentiated
+    and the step Keras calls are the backend's (`keras_svre.game.backend`).
 
     Non-trainable state (BatchNorm moving statistics, spectral-norm power
     iterates, random-seed state): only the evaluation at the current point on
@@ -356,6 +357,16 @@ class Game(keras.Model):
     def _scale_loss(self, loss):
         return loss * ops.cast(self.loss_scale, loss.dtype)
 
+    def _unscale(self, gradients):
+        """Gradients divided by the game's dynamic loss scale (if it runs one).
+
+        The dynamic scale is the game's: it unscales here (a fixed
+        `loss_scale_factor` is divided out by the optimizers).
+        """
+        if not self.dynamic_loss_scaling:
+            return gradients
+        return [g / ops.cast(self.loss_scale, g.dtype) for g in gradients]
+
     # ------------------------------------------------------------------ #
     # What a compiled game tells.
     # ------------------------------------------------------------------ #
@@ -393,13 +404,15 @@ class Game(keras.Model):
     @property
     def iterations(self) -> int:
         """Iterations applied so far with the current optimizers."""
-        return int(self.game_optimizers[0].iterations.numpy())
+        self._sync_state()
+        return int(ops.convert_to_numpy(self.game_optimizers[0].iterations))
 
     @property
     def snapshots_taken(self) -> int:
         """Snapshots taken so far with the current optimizers (0 if none)."""
+        self._sync_state()
         svre = self.svre_optimizers
-        return int(svre[0].snapshots_taken.numpy()) if svre else 0
+        return int(ops.convert_to_numpy(svre[0].snapshots_taken)) if svre else 0
 
     @property
     def minibatches_per_iteration(self) -> int:
@@ -418,69 +431,6 @@ class Game(keras.Model):
     # ------------------------------------------------------------------ #
     # Evaluating the game's vector field.
     # ------------------------------------------------------------------ #
-    def current_point(self):
-        """The players' current weights, as tensors (aligned with `game_variables`)."""
-        return [tf.convert_to_tensor(v) for v in self._game_variables]
-
-    def field(self, data, point, commit_state=False, players=None):
-        """Each player's gradient of its own loss, at `point`, on `data`.
-
-        One forward pass computes every player's loss; one persistent tape
-        gives every player's gradient. On this replica's data only (see
-        `gradients_at` for the global batch).
-
-        Args:
-            data: One minibatch.
-            point: Values for `game_variables` (tensors).
-            commit_state: Whether to write the non-trainable state the forward
-                pass produced (only the current-point evaluation does).
-            players: The players whose gradients are wanted (default: all);
-                the others' entries are `None`.
-
-        Returns:
-            `(gradients, losses)`: a list aligned with `game_variables` and
-            the dict of player losses.
-        """
-        players = self._player_names if players is None else players
-        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
-            tape.watch(point)
-            mapping = list(zip(self._game_variables, point))
-            with keras.StatelessScope(state_mapping=mapping) as scope:
-                losses = self.compute_player_losses(data, training=True)
-            # Each player's loss scaled by its optimizer's `loss_scale_factor`
-            # (mixed precision), which the optimizer divides out again in
-            # `extrapolate` and `apply`.
-            scaled = {name: self._loss_scales[name](losses[name]) for name in players}
-        gradients = [None] * len(point)
-        for name in players:
-            where = self._player_slices[name]
-            grads = tape.gradient(
-                scaled[name],
-                point[where],
-                unconnected_gradients=tf.UnconnectedGradients.ZERO,
-            )
-            if self.dynamic_loss_scaling:
-                # The dynamic scale is the game's: it unscales here (a fixed
-                # `loss_scale_factor` is divided out by the optimizers).
-                grads = [g / ops.cast(self.loss_scale, g.dtype) for g in grads]
-            gradients[where] = grads
-        del tape
-        if commit_state:
-            for variable in self.non_trainable_variables:
-                value = scope.get_current_value(variable)
-                if value is not None:
-                    variable.assign(value)
-        return gradients, losses
-
-    def gradients_at(self, data, point, commit_state=False, players=None):
-        """`field(...)` of the global batch: averaged over replicas under a strategy."""
-        gradients, losses = self.field(data, point, commit_state, players)
-        present = [i for i, g in enumerate(gradients) if g is not None]
-        reduced = distribute.all_reduce_mean([gradients[i] for i in present])
-        for i, g in zip(present, reduced):
-            gradients[i] = g
-        return gradients, losses
-
     def _per_group(self, method, *aligned):
         """`method(optimizer, variables, *parts)` per group, gathered back.
 
@@ -515,19 +465,15 @@ class Game(keras.Model):
             lambda opt, variables, d: opt.extrapolate(d, variables), directions
         )
 
-    def _apply(self, directions, groups=None):
-        # The updates must not start before every evaluation of the step has
-        # finished reading the variables: automatic control dependencies order
-        # the reads and the writes, not the reads' consumers, and without this
-        # the results varied from run to run (seen on CPU, TF 2.21).
-        with tf.control_dependencies([d for d in directions if d is not None]):
-            directions = [None if d is None else tf.identity(d) for d in directions]
-            for group in self._groups if groups is None else groups:
-                game_optimizers.apply_direction(
-                    group.optimizer,
-                    [directions[i] for i in group.indices],
-                    group.variables,
-                )
+    def _apply_groups(self, directions, groups=None):
+        """Each group's optimizer (default: all groups) applies its players'
+        part of `directions`."""
+        for group in self._groups if groups is None else groups:
+            game_optimizers.apply_direction(
+                group.optimizer,
+                [directions[i] for i in group.indices],
+                group.variables,
+            )
 
     def _update_field(self, data, half_point):
         """The update's field: at the joint extrapolated point, or per player."""
@@ -561,8 +507,12 @@ class Game(keras.Model):
     # ------------------------------------------------------------------ #
     # The train step.
     # ------------------------------------------------------------------ #
-    def train_step(self, data):
-        """One iteration of the method the optimizers declare.
+    def _iteration(self, data) -> dict:
+        """One iteration of the method the optimizers declare; returns the logs.
+
+        Backend-neutral (`keras.ops`, variables read and assigned): each
+        backend's `train_step` runs it (TensorFlow in Keras' `tf.function`,
+        JAX in a `keras.StatelessScope` holding the step's state).
 
         With minibatches i (`first`) and j (`second`; the same with one
         minibatch or without extrapolation), and `d(F) = F - F(w_S) + mu_S`
@@ -576,7 +526,6 @@ class Game(keras.Model):
         With `n_dis`, an alternating iteration instead (see
         `keras_svre.game.alternating.step`).
         """
-        self._check_compiled("training")
         if self.n_dis is not None:
             return self._record_losses(*alternating.step(self, data))
         k = self.minibatches_per_iteration
@@ -610,7 +559,7 @@ class Game(keras.Model):
                 else g_half
             )
         finite_losses = game_data.all_finite(list(losses.values()))
-        finite = tf.logical_and(
+        finite = ops.logical_and(
             finite_losses, game_data.all_finite([t for gs in computed for t in gs])
         )
         self._apply_if_finite(direction, finite)
@@ -620,17 +569,20 @@ class Game(keras.Model):
         """Updates the loss trackers with an iteration's losses; returns the logs."""
         for name in self._player_names:
             self._loss_trackers[name].update_state(losses[name])
-        total = tf.add_n([ops.cast(losses[n], "float32") for n in self._player_names])
-        if self.dynamic_loss_scaling:
-            # An overflow of the scaled gradients is not an error: the
-            # iteration is skipped and the scale halved. Non-finite losses are.
-            nan = tf.constant(float("nan"), total.dtype)
-            total = tf.where(finite_losses, total, nan)
-        else:
-            total = tf.where(finite, total, tf.constant(float("nan"), total.dtype))
+        total = self._total_loss(losses)
+        # An overflow of the scaled gradients under dynamic loss scaling is
+        # not an error: the iteration is skipped and the scale halved.
+        # Non-finite losses are.
+        valid = finite_losses if self.dynamic_loss_scaling else finite
+        total = ops.where(valid, total, ops.cast(float("nan"), total.dtype))
         self._total_loss_tracker.update_state(total)
-        # Shape-[1] logs under multi-worker training (keras-team/keras#20585).
-        return distribute.logs_for_reduction({m.name: m.result() for m in self.metrics})
+        return {m.name: m.result() for m in self.metrics}
+
+    def _total_loss(self, losses):
+        """The players' losses summed, in float32."""
+        return functools.reduce(
+            ops.add, [ops.cast(losses[n], "float32") for n in self._player_names]
+        )
 
     def _apply_if_finite(self, directions, finite, groups=None):
         """Applies the iteration's update if `finite`; else skips it.
@@ -651,23 +603,19 @@ class Game(keras.Model):
             if self.dynamic_loss_scaling:
                 grown = self.loss_scale_good_steps + 1
                 grow = grown >= self._dynamic_scaling["growth_steps"]
-                self.loss_scale.assign(
-                    tf.where(grow, self.loss_scale * 2.0, self.loss_scale)
-                )
+                # The variable's value (JAX's `where` takes no Keras variable).
+                scale = self.loss_scale.value
+                self.loss_scale.assign(ops.where(grow, scale * 2.0, scale))
                 self.loss_scale_good_steps.assign(
-                    tf.where(grow, tf.zeros_like(grown), grown)
+                    ops.where(grow, ops.zeros_like(grown), grown)
                 )
-            return tf.constant(True)
 
         def skip():
             if self.dynamic_loss_scaling:
                 self.loss_scale.assign(self.loss_scale * 0.5)
-                self.loss_scale_good_steps.assign(
-                    tf.zeros_like(self.loss_scale_good_steps)
-                )
-            return tf.constant(False)
+                self.loss_scale_good_steps.assign(0)
 
-        distribute.cond_on_every_replica(finite, apply, skip)
+        self._cond(finite, apply, skip)
 
     def _after_update(self):
         """Hook: runs after each applied iteration (not after a skipped one)."""
@@ -677,7 +625,8 @@ class Game(keras.Model):
     # ------------------------------------------------------------------ #
     def draw_uniform(self) -> float:
         """The next restart draw: a uniform number from (seed, draw counter)."""
-        counter = int(self.restart_draws.numpy())
+        self._sync_state()
+        counter = int(ops.convert_to_numpy(self.restart_draws))
         self.restart_draws.assign(counter + 1)
         return snapshots.uniform_draw(self.seed, counter)
 
@@ -689,8 +638,9 @@ class Game(keras.Model):
         `average_restart_probability` (drawn once for all players).
 
         Args:
-            snapshot_data: The finite-sum dataset (a finite `tf.data.Dataset`
-                of minibatches, each example exactly once).
+            snapshot_data: The finite-sum dataset (finite minibatches, each
+                example exactly once: a `tf.data.Dataset` or a sequence such
+                as `keras_svre.data.ArrayMinibatches`).
             restart: Whether a restart from the average may be drawn.
         """
         svre = self.svre_optimizers
@@ -699,6 +649,7 @@ class Game(keras.Model):
                 "Only games compiled with a variance-reduced optimizer (SVRE) "
                 "take snapshots."
             )
+        self._sync_state()
         first = self.snapshots_taken == 0
         average_q = max(o.average_restart_probability for o in svre)
         if average_q > 0:
@@ -717,7 +668,7 @@ class Game(keras.Model):
         while (
             self.dynamic_loss_scaling
             and not bool(game_data.all_finite(mean))
-            and float(self.loss_scale.numpy()) > 1.0
+            and float(ops.convert_to_numpy(self.loss_scale)) > 1.0
         ):
             self.loss_scale.assign(self.loss_scale * 0.5)
             self.loss_scale_good_steps.assign(0)
@@ -730,23 +681,24 @@ class Game(keras.Model):
     def snapshot_mean_gradient(self, snapshot_data):
         """Full-data mean of the game's field at the current point.
 
-        Iterates the whole finite-sum dataset in one `tf.function` (and under
-        a distribution strategy, across all replicas and workers), weighting
-        each batch by its number of examples.
+        Iterates the whole finite-sum dataset, weighting each batch by its
+        number of examples: on TensorFlow in one `tf.function` (and under a
+        distribution strategy, across all replicas and workers), on JAX with
+        a jitted per-minibatch sum looped on the host.
         """
         cache = self.__dict__.get("_snapshot_pass_cache")
         if cache is None:
             cache = {}
             object.__setattr__(self, "_snapshot_pass_cache", cache)
         if id(snapshot_data) not in cache:
-            cache[id(snapshot_data)] = snapshots.make_snapshot_pass(self, snapshot_data)
+            cache[id(snapshot_data)] = self._make_snapshot_pass(snapshot_data)
         return cache[id(snapshot_data)]()
 
     def _restart_probability(self, dataset):
         configured = {o.restart_probability for o in self.svre_optimizers}
         if configured != {None}:
             return max(p for p in configured if p is not None)
-        n = int(dataset.cardinality())
+        n = game_data.count(dataset)
         if n <= 0:
             raise ValueError(
                 "SVRE's default restart probability is 1/n, n = minibatches per "
@@ -763,8 +715,10 @@ class Game(keras.Model):
         """Trains the game with Keras' `fit`.
 
         Args:
-            x: A `tf.data.Dataset` of minibatches (the finite sum: each
-                element is one minibatch i). Extrapolating methods consume two
+            x: Minibatches (the finite sum: each element is one minibatch
+                i): a `tf.data.Dataset`, or a sequence such as
+                `keras_svre.data.ArrayMinibatches` (NumPy; on JAX this needs
+                no TensorFlow). Extrapolating methods consume two
                 consecutive minibatches per iteration (i for the
                 extrapolation, j for the update), so an epoch has half as many
                 iterations as batches; alternating updates consume `n_dis + 1`.
@@ -790,13 +744,7 @@ class Game(keras.Model):
                 losses or gradients are NaN or infinite.
         """
         self._check_compiled("fitting")
-        if not isinstance(x, tf.data.Dataset):
-            raise TypeError(
-                "A Game trains on a `tf.data.Dataset` of minibatches "
-                f"(received {type(x).__name__}). Build one with "
-                "`tf.data.Dataset.from_tensor_slices(...).batch(batch_size)`, or "
-                "use `keras_svre.data.load(...)`."
-            )
+        game_data.check_minibatches(x, "training data")
         if y is not None:
             raise ValueError("`y` is not used by a Game: put all the data in `x`.")
         k = self.minibatches_per_iteration
@@ -806,12 +754,7 @@ class Game(keras.Model):
         game_data.check_minibatches_stack(x, k)
         validation = kwargs.get("validation_data")
         if validation is not None:
-            if not isinstance(validation, tf.data.Dataset):
-                raise TypeError(
-                    "A Game's `validation_data` must be a `tf.data.Dataset` of "
-                    "minibatches like the training data. Received: "
-                    f"{type(validation).__name__}."
-                )
+            game_data.check_minibatches(validation, "`validation_data`")
             self.check_data(validation, "validation dataset")
         callbacks = game_callbacks.for_game(self, callbacks)
         if self.variance_reduced:
@@ -824,33 +767,31 @@ class Game(keras.Model):
             callbacks.insert(0, schedule)
         elif snapshot_data is not None:
             raise ValueError("`snapshot_data` is only used by SVRE.")
-        x = game_data.stack_minibatches(x, k)
-        x = distribute.shard_by_data(x)  # Keeps the finite-sum indices (multi-worker).
+        x = self._fit_data(game_data.stack_minibatches(x, k))
+        # The minibatches come in the data's own order (it reshuffles itself,
+        # e.g. `ArrayMinibatches(shuffle=True)`); Keras' `fit` would shuffle a
+        # sequence's order once more.
+        kwargs.setdefault("shuffle", False)
         with self._explained_data_errors(k):
             return super().fit(x, callbacks=callbacks, **kwargs)
 
     def evaluate(self, x=None, y=None, **kwargs):
         """Each player's loss on held-out minibatches (see `test_step`)."""
         self._check_compiled("evaluating")
-        if not isinstance(x, tf.data.Dataset):
-            raise TypeError(
-                "A Game evaluates on a `tf.data.Dataset` of minibatches like its "
-                f"training data. Received: {type(x).__name__}."
-            )
+        game_data.check_minibatches(x, "evaluation data")
         if y is not None:
             raise ValueError("`y` is not used by a Game: put all the data in `x`.")
         self.check_data(x, "evaluation dataset")
         with self._explained_data_errors(1):
             return super().evaluate(x, **kwargs)
 
-    def test_step(self, data):
-        """The players' losses on one held-out minibatch; nothing is updated."""
+    def _evaluation(self, data) -> dict:
+        """The logs of one held-out minibatch (each backend's `test_step` runs it)."""
         losses = self.compute_evaluation_losses(data)
         for name in self._player_names:
             self._loss_trackers[name].update_state(losses[name])
-        total = tf.add_n([ops.cast(losses[n], "float32") for n in self._player_names])
-        self._total_loss_tracker.update_state(total)
-        return distribute.logs_for_reduction({m.name: m.result() for m in self.metrics})
+        self._total_loss_tracker.update_state(self._total_loss(losses))
+        return {m.name: m.result() for m in self.metrics}
 
     def compute_evaluation_losses(self, data) -> dict:
         """Each player's loss on a held-out minibatch (inference mode).
@@ -868,42 +809,20 @@ class Game(keras.Model):
         the elements' structure (see `GAN.check_data`).
 
         Args:
-            dataset: A `tf.data.Dataset` of minibatches.
+            dataset: Minibatches: a `tf.data.Dataset`, or a sequence such as
+                `keras_svre.data.ArrayMinibatches`.
             what: How to name it in the message (e.g. "training dataset").
         """
-        if int(dataset.cardinality()) == 0:
+        if game_data.count(dataset) == 0:
             raise ValueError(
                 f"The {what} is empty (0 minibatches). If it was batched with "
                 "`drop_remainder=True`, the batch size may be larger than the "
                 "number of examples."
             )
 
-    @contextlib.contextmanager
-    def _explained_data_errors(self, k):
-        """Turns TensorFlow's errors about the data into one sentence each."""
-        try:
-            yield
-        except tf.errors.InvalidArgumentError as e:
-            text = str(e)
-            if k > 1 and "Cannot batch tensors with different shapes" in text:
-                raise ValueError(game_data.UNEQUAL_MINIBATCHES.format(k=k)) from None
-            for marker, message in self._data_error_messages().items():
-                if marker in text:
-                    raise ValueError(message) from None
-            raise
-
     def _data_error_messages(self) -> dict:
         """`{marker in a TensorFlow error: the sentence that explains it}`."""
         return {}
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras' TensorFlow trainer builds a model from its first batch before
-        # `fit` under a strategy; a Game is fully built by `compile` (variables
-        # and optimizer slots), so there is nothing to build. Skipping it also
-        # avoids keras-team/keras#20585: under MultiWorkerMirroredStrategy that
-        # build reduces the first distributed batch, which raises. Pinned by
-        # tests/test_distribute.py (two-worker fit).
-        return
 
     # ------------------------------------------------------------------ #
     # Learning rates (Keras' callbacks assume one optimizer).

@@ -1,8 +1,24 @@
-"""What a game's train step does with its data: stacked minibatches, and checks."""
+"""What a game's train step does with its data: stacked minibatches, and checks.
+
+A game trains on a collection of minibatches, one of:
+
+- a `tf.data.Dataset` (TensorFlow installed; either backend);
+- a sequence of minibatches: anything with `len()` and indexing, such as
+  `keras_svre.data.ArrayMinibatches` (NumPy arrays, no TensorFlow needed) or
+  a `keras.utils.PyDataset`.
+
+The helpers below treat both alike (how many minibatches, their structure,
+stacking k of them per iteration), so the game's checks and its `fit` do not
+depend on which one it was given.
+"""
 
 from __future__ import annotations
 
-import tensorflow as tf
+import sys
+
+import keras
+import numpy as np
+from keras import ops
 
 UNEQUAL_MINIBATCHES = (
     "This method stacks {k} consecutive minibatches per iteration, so all "
@@ -12,18 +28,122 @@ UNEQUAL_MINIBATCHES = (
     "remainder."
 )
 
+#: `count(data)` of data whose length is unknown / infinite (tf.data's values).
+UNKNOWN = -2
+INFINITE = -1
+
+
+def is_tf_dataset(data) -> bool:
+    """Whether `data` is a `tf.data.Dataset` (without importing TensorFlow)."""
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(data, tf.data.Dataset)
+
+
+def is_sequence(data) -> bool:
+    """Whether `data` is a sequence of minibatches (`len()` and indexing)."""
+    return hasattr(data, "__len__") and hasattr(data, "__getitem__")
+
+
+def check_minibatches(data, what: str) -> None:
+    """Refuses, in one sentence, data that is not a collection of minibatches."""
+    if is_tf_dataset(data) or (is_sequence(data) and not _is_array(data)):
+        return
+    raise TypeError(
+        f"A Game's {what} must be minibatches: a `tf.data.Dataset` (e.g. "
+        "`tf.data.Dataset.from_tensor_slices(...).batch(batch_size)`, or "
+        "`keras_svre.data.load(...)`), or a sequence of minibatches such as "
+        "`keras_svre.data.ArrayMinibatches` (NumPy arrays). Received: "
+        f"{type(data).__name__}."
+    )
+
+
+def to_tf_dataset(minibatches):
+    """A sequence of minibatches as a `tf.data.Dataset` (one pass, same order)."""
+    import tensorflow as tf
+
+    signature = keras.tree.map_structure(
+        lambda t: tf.TensorSpec(t.shape, t.dtype), element_spec(minibatches)
+    )
+    dataset = tf.data.Dataset.from_generator(
+        lambda: iterate(minibatches), output_signature=signature
+    )
+    return dataset.apply(tf.data.experimental.assert_cardinality(len(minibatches)))
+
+
+def _is_array(data) -> bool:
+    return isinstance(data, np.ndarray) or ops.is_tensor(data)
+
+
+def count(data) -> int:
+    """The number of minibatches; `UNKNOWN` or `INFINITE` when not finite-known."""
+    if is_tf_dataset(data):
+        n = int(data.cardinality())
+        return {-1: INFINITE, -2: UNKNOWN}.get(n, n)
+    return len(data)
+
+
+def first(data):
+    """The first minibatch, as NumPy arrays (or `None` if there is none)."""
+    if is_tf_dataset(data):
+        for element in data.take(1).as_numpy_iterator():
+            return element
+        return None
+    return data[0] if len(data) else None
+
+
+def last(data):
+    """The last minibatch of finite data, as NumPy arrays."""
+    if is_tf_dataset(data):
+        return first(data.skip(count(data) - 1))
+    return data[len(data) - 1]
+
+
+def iterate(data):
+    """The minibatches, one pass, as NumPy arrays."""
+    if is_tf_dataset(data):
+        yield from data.as_numpy_iterator()
+        return
+    for i in range(len(data)):
+        yield data[i]
+
+
+def element_spec(data):
+    """The minibatches' structure: `keras.KerasTensor`s, batch dimension `None`.
+
+    From the dataset's `element_spec` for a `tf.data.Dataset`, from the first
+    minibatch for a sequence.
+    """
+    if is_tf_dataset(data):
+        import tensorflow as tf
+
+        def convert(spec):
+            if not isinstance(spec, tf.TensorSpec):
+                return spec
+            return keras.KerasTensor(tuple(spec.shape.as_list()), spec.dtype.name)
+
+        return tf.nest.map_structure(convert, data.element_spec)
+
+    def from_array(x):
+        x = np.asarray(x)
+        return keras.KerasTensor((None,) + x.shape[1:], str(x.dtype))
+
+    element = first(data)
+    if isinstance(element, list):
+        element = tuple(element)
+    return keras.tree.map_structure(from_array, element)
+
 
 def batch_size(data):
     """The number of examples in a minibatch (a tensor)."""
-    return tf.shape(tf.nest.flatten(data)[0])[0]
+    return ops.shape(keras.tree.flatten(data)[0])[0]
 
 
 def take(data, m):
     """Minibatch `m` of a step's data stacked as [B, k, ...]."""
-    return tf.nest.map_structure(lambda x: x[:, m], data)
+    return keras.tree.map_structure(lambda x: x[:, m], data)
 
 
-def stack_minibatches(dataset, k):
+def stack_minibatches(data, k):
     """`k` consecutive minibatches per element, stacked as [B, k, ...].
 
     With the minibatch index second, a distribution strategy splits the batch
@@ -31,12 +151,16 @@ def stack_minibatches(dataset, k):
     minibatches, as a single device would.
     """
     if k == 1:
-        return dataset
-    return dataset.batch(k, drop_remainder=True).map(_swap_minibatch_axis)
+        return data
+    if is_tf_dataset(data):
+        return data.batch(k, drop_remainder=True).map(_swap_minibatch_axis)
+    return StackedMinibatches(data, k)
 
 
 def _swap_minibatch_axis(*element):
     """[k, B, ...] -> [B, k, ...]."""
+    import tensorflow as tf
+
     element = element[0] if len(element) == 1 else element
 
     def swap(x):
@@ -46,29 +170,70 @@ def _swap_minibatch_axis(*element):
     return tf.nest.map_structure(swap, element)
 
 
-def check_minibatches_stack(dataset, k):
+class StackedMinibatches(keras.utils.PyDataset):
+    """A sequence of minibatches, `k` consecutive ones per element as [B, k, ...].
+
+    What `stack_minibatches` makes of a sequence (the tf.data version batches
+    the dataset). Passes the epoch hooks on, so the minibatches are
+    reshuffled as they would be without stacking.
+    """
+
+    def __init__(self, minibatches, k):
+        super().__init__()
+        self.minibatches = minibatches
+        self.k = int(k)
+
+    def __len__(self):
+        return len(self.minibatches) // self.k
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        parts = [self.minibatches[index * self.k + m] for m in range(self.k)]
+        if isinstance(parts[0], list):
+            parts = [tuple(p) for p in parts]
+        sizes = {len(keras.tree.flatten(p)[0]) for p in parts}
+        if len(sizes) > 1:
+            raise ValueError(UNEQUAL_MINIBATCHES.format(k=self.k))
+        return keras.tree.map_structure(
+            lambda *xs: np.stack([np.asarray(x) for x in xs], axis=1), *parts
+        )
+
+    def on_epoch_begin(self):
+        hook = getattr(self.minibatches, "on_epoch_begin", None)
+        if hook is not None:
+            hook()
+
+    def on_epoch_end(self):
+        hook = getattr(self.minibatches, "on_epoch_end", None)
+        if hook is not None:
+            hook()
+
+
+def check_minibatches_stack(data, k):
     """Refuses training data that cannot give `k` equal minibatches per iteration."""
-    n = int(dataset.cardinality())
+    n = count(data)
     if 0 <= n < k:
         raise ValueError(
             f"One iteration of this method uses {k} minibatches but the "
             f"training dataset has {n}: give more data or a smaller batch size."
         )
-    if k > 1 and n > 0 and n % k == 0 and _batch_sizes_may_differ(dataset):
+    if k > 1 and n > 0 and n % k == 0 and _batch_sizes_may_differ(data):
         # The last pair would stack a short minibatch with a full one;
         # found now rather than after an epoch (or a snapshot pass).
-        if _first_batch_size(dataset.take(1)) != _first_batch_size(dataset.skip(n - 1)):
+        if _size(first(data)) != _size(last(data)):
             raise ValueError(UNEQUAL_MINIBATCHES.format(k=k))
 
 
-def check_finite_dataset(dataset):
-    """Refuses snapshot data that is not a finite `tf.data.Dataset`."""
-    if not isinstance(dataset, tf.data.Dataset):
+def check_finite_dataset(data):
+    """Refuses snapshot data that is not finite minibatches."""
+    if not (is_tf_dataset(data) or (is_sequence(data) and not _is_array(data))):
         raise TypeError(
-            "`snapshot_data` must be a finite `tf.data.Dataset` of minibatches. "
-            f"Received: {type(dataset).__name__}."
+            "`snapshot_data` must be finite minibatches (a `tf.data.Dataset`, "
+            "or a sequence such as `keras_svre.data.ArrayMinibatches`). "
+            f"Received: {type(data).__name__}."
         )
-    if int(dataset.cardinality()) == tf.data.INFINITE_CARDINALITY:
+    if count(data) == INFINITE:
         raise ValueError(
             "SVRE's snapshot pass needs a finite dataset (each example once), but "
             "the dataset given is infinite (was `.repeat()` applied?). Pass the "
@@ -76,23 +241,26 @@ def check_finite_dataset(dataset):
         )
 
 
-def _batch_sizes_may_differ(dataset):
+def _batch_sizes_may_differ(data):
     """Whether the minibatches' size is not fixed by the dataset's spec."""
+    if not is_tf_dataset(data):
+        return True
+    import tensorflow as tf
+
     return any(
         spec.shape.rank and spec.shape[0] is None
-        for spec in tf.nest.flatten(dataset.element_spec)
+        for spec in tf.nest.flatten(data.element_spec)
         if isinstance(spec, tf.TensorSpec)
     )
 
 
-def _first_batch_size(dataset):
-    """The size of the first minibatch of `dataset` (reads one element)."""
-    for element in dataset.take(1):
-        return int(batch_size(element))
-    return None
+def _size(element):
+    if element is None:
+        return None
+    return int(np.shape(keras.tree.flatten(element)[0])[0])
 
 
 def all_finite(tensors):
     """Whether every tensor (`None`s skipped) is finite, as a boolean tensor."""
-    checks = [tf.reduce_all(tf.math.is_finite(t)) for t in tensors if t is not None]
-    return tf.reduce_all(tf.stack(checks)) if checks else tf.constant(True)
+    checks = [ops.all(ops.isfinite(t)) for t in tensors if t is not None]
+    return ops.all(ops.stack(checks)) if checks else ops.convert_to_tensor(True)

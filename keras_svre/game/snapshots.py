@@ -1,4 +1,7 @@
-"""SVRE's snapshots: the full pass, the restart draws and their schedule."""
+"""SVRE's snapshots: the restart draws and their schedule.
+
+The full pass itself is the backend's (`Game._make_snapshot_pass`).
+"""
 
 from __future__ import annotations
 
@@ -6,57 +9,11 @@ import math
 
 import keras
 import numpy as np
-import tensorflow as tf
-
-from keras_svre import distribute
-from keras_svre.game import data as game_data
 
 
 def uniform_draw(seed: int, counter: int) -> float:
     """The restart draw number `counter` of a game seeded with `seed`, in [0, 1)."""
     return float(np.random.default_rng([seed, counter]).random())
-
-
-def make_snapshot_pass(game, snapshot_data):
-    """A `tf.function` computing the full-data mean of `game`'s field at its point.
-
-    Iterates the whole finite-sum dataset in one function (under a
-    distribution strategy across all replicas and workers), weighting each
-    batch by its number of examples.
-    """
-    strategy = game.distribute_strategy
-    # DATA sharding: the finite-sum indices must survive multi-worker input.
-    distributed = strategy.experimental_distribute_dataset(
-        distribute.shard_by_data(snapshot_data)
-    )
-    variables = game.game_variables
-
-    def batch_sums(batch):
-        n = game_data.batch_size(batch)
-        grads, _ = game.field(batch, game.current_point())
-        weight = tf.cast(n, grads[0].dtype)
-        # An empty shard (uneven last batch across replicas) has NaN losses.
-        sums = [tf.where(n > 0, g * weight, tf.zeros_like(g)) for g in grads]
-        # All players' sums and the count in one all-reduce, in replica
-        # context (`strategy.reduce` of this list fails under
-        # MultiWorkerMirroredStrategy: it stacks the tensors).
-        context = tf.distribute.get_replica_context()
-        return context.all_reduce(tf.distribute.ReduceOp.SUM, sums + [weight])
-
-    @tf.function
-    def run():
-        # A tuple, not a list: AutoGraph would stack a list of loop tensors.
-        sums = tuple(tf.zeros(v.shape, v.dtype) for v in variables)
-        count = tf.constant(0, tf.int64)
-        for batch in distributed:
-            totals = strategy.run(batch_sums, args=(batch,))
-            # Every replica holds the same totals: take the first's.
-            totals = strategy.experimental_local_results(totals)[0]
-            sums = tuple(s + b for s, b in zip(sums, totals[:-1]))
-            count += tf.cast(totals[-1], tf.int64)
-        return [s / tf.cast(count, s.dtype) for s in sums]
-
-    return run
 
 
 class SnapshotSchedule(keras.callbacks.Callback):

@@ -1,7 +1,8 @@
 """The base of the game optimizers, and the contract a `keras_svre.Game` relies on."""
 
+import sys
+
 import keras
-import tensorflow as tf
 from keras import ops
 
 from keras_svre.optimizers import step_rules
@@ -290,10 +291,22 @@ def _replica_shares(optimizer, directions):
     direction is clipped here (as on one device) and each replica passes
     `1/replicas` of it, which Keras' clipping then leaves unchanged.
     """
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    replicas = _replicas_in_sync()
     if replicas == 1:
         return list(directions)
     return [d / replicas for d in optimizer._clip_gradients(list(directions))]
+
+
+def _replicas_in_sync() -> int:
+    """Replicas a step runs on in sync: >1 only under a `tf.distribute` strategy.
+
+    On JAX the step is written for the global batch (SPMD), even across
+    devices, so the directions are applied whole.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    tf = sys.modules["tensorflow"]
+    return tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def apply_direction(optimizer, directions, variables):
