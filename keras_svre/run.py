@@ -225,6 +225,14 @@ class RunConfig:
             )
         if self.warm_start_epochs < 0:
             raise ConfigError("warm_start_epochs", "{setting} must be at least 0")
+        backend = keras.backend.backend()
+        for name, value in (("gradient_penalty", penalty), ("n_dis", self.n_dis)):
+            if value is not None and backend != "tensorflow":
+                raise ConfigError(
+                    name,
+                    f"{{setting}} runs on Keras' TensorFlow backend only for now; "
+                    f"this is the {backend} backend (KERAS_BACKEND=tensorflow)",
+                )
         if self.n_dis is not None:
             if (
                 isinstance(self.n_dis, bool)

@@ -112,6 +112,15 @@ def test_a_saved_gan_loads_on_the_other_backend(trained, tmp_path):
             "train on several devices with keras.distribution",
         ),
         (["--deterministic"], "XLA_FLAGS=--xla_gpu_deterministic_ops=true"),
+        (
+            ["--method", "adam", "--n-dis", "2"],
+            "--n-dis runs on Keras' TensorFlow backend only for now; this is the "
+            "jax backend",
+        ),
+        (
+            ["--gradient-penalty", "r1"],
+            "--gradient-penalty runs on Keras' TensorFlow backend only for now",
+        ),
     ],
 )
 def test_tensorflow_only_options_are_refused_on_jax(capsys, tmp_path, extra, message):
@@ -155,3 +164,18 @@ def test_a_missing_optional_dependency_is_one_line(capsys, tmp_path, monkeypatch
         "--format savedmodel needs `tensorflow`, which is not installed: install "
         "TensorFlow, or write a .keras file with --format keras",
     )
+
+
+@on_jax
+def test_tensorflow_only_game_options_are_refused_on_jax_in_python():
+    """Alternating updates and gradient penalties: one line naming the backend."""
+    game = keras_svre.BilinearGame(dim=4, dtype="float32")
+    with pytest.raises(ValueError, match="TensorFlow backend only for now"):
+        game.compile(
+            x_optimizer=keras.optimizers.SGD(0.1),
+            y_optimizer=keras.optimizers.SGD(0.1),
+            n_dis=2,
+        )
+    generator, discriminator = keras_svre.models.get_networks("mnist_dcgan", width=2)
+    with pytest.raises(ValueError, match="TensorFlow backend only for now"):
+        keras_svre.GAN(generator, discriminator, num_examples=8, gradient_penalty="r1")
