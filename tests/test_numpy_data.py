@@ -96,3 +96,26 @@ def test_the_jax_path_imports_no_tensorflow():
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is not None
+    or keras.backend.backend() != "jax",
+    reason="the command line where TensorFlow is not installed (JAX backend)",
+)
+def test_the_command_line_trains_without_tensorflow(tmp_path, capsys):
+    """No TensorFlow: `train` saves its model and leaves out TensorBoard, saying so;
+    asking for TensorBoard is a one-line error."""
+    from keras_svre import cli
+    from tests.cli_helpers import TINY
+
+    short = [*TINY, "--steps", "2", "--batch-size", "64"]
+    out = tmp_path / "run"
+    assert cli.main(["train", *short, "--out", os.fspath(out)]) == 0
+    assert "no TensorBoard logs" in capsys.readouterr().out
+    assert (out / "model.keras").exists()
+    assert not (out / "tensorboard").exists()
+    argv = ["train", *short, "--tensorboard", os.fspath(tmp_path / "tb")]
+    assert cli.main([*argv, "--out", os.fspath(tmp_path / "run2")]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--tensorboard needs TensorFlow" in err and "Traceback" not in err
