@@ -73,12 +73,13 @@ def main(argv=None):
     cli = [sys.executable, "-m", "keras_svre"]
     if args.score_run:
         run = pathlib.Path(args.score_run).resolve()
-        train = [*cli, "train", "(not run: scored", str(run) + ")"]
+        train_command = f"(not run: scored {run})"
         train_seconds = None
     else:
         run = pathlib.Path(tempfile.mkdtemp(prefix="keras-svre-default-"))
-        train = [*cli, "train", "--seed", str(args.seed), "--out", str(run), *extra]
-        train_seconds = _run([*train, "--verbose", "2"])
+        options = ["--seed", str(args.seed), "--out", str(run), *extra]
+        train_command = "keras-svre train " + " ".join(options)
+        train_seconds = _run([*cli, "train", *options, "--verbose", "2"])
     samples = run / "samples.npy"
     _run([*cli, "sample", "--model", str(run / "model.keras"), "--num", str(args.num),
           "--out", str(samples), "--seed", str(args.seed + 1)])  # fmt: skip
@@ -97,7 +98,7 @@ def main(argv=None):
     model_generator = summary.get("evaluation", {}).get("best", "ema")
     result = {
         "command": "python benchmarks/default_run.py " + " ".join(sys.argv[1:]),
-        "train_command": "keras-svre train " + " ".join(train[4:]),
+        "train_command": train_command,
         "seed": args.seed,
         "sampled_generator": model_generator,
         "paper_classifier": {
