@@ -1,7 +1,7 @@
 """What `Game.compile` works out from its arguments, step by step.
 
 - `given_optimizers`: the optimizer of each player, from `optimizer=` or the
-  `<player>_optimizer=` arguments;
+  `<player>_optimizer=` arguments (and `check_update_point`);
 - `unwrapped`: the same with `LossScaleOptimizer`s unwrapped (the method is
   their inner optimizer's), each instance once;
 - `choose_method`: the method those optimizers declare (extrapolating,
