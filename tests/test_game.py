@@ -247,6 +247,27 @@ def test_compile_errors_are_clear():
         game.compile(optimizer=keras.optimizers.SGD(), one_minibatch=True)
 
 
+def test_compile_refuses_ambiguous_optimizers_in_one_sentence():
+    game = make_game()
+    with pytest.raises(RuntimeError, match=r"Compile the game before fitting it"):
+        game.fit(minibatches(np.zeros((2, 1))), verbose=0)
+    with pytest.raises(ValueError, match=r"^Pass either `optimizer` .* not both\.$"):
+        game.compile(optimizer=keras_svre.SVRE(0.1), x_optimizer=keras_svre.SVRE(0.1))
+    with pytest.raises(
+        ValueError, match=r"^No optimizer given for player\(s\) \['y'\]\.$"
+    ):
+        game.compile(x_optimizer=keras_svre.SVRE(0.1))
+    shared = keras_svre.Extragradient(0.1)
+    with pytest.raises(ValueError, match=r"^The same optimizer instance was given"):
+        game.compile(x_optimizer=shared, y_optimizer=shared)
+    # A refused compile leaves the game uncompiled; a good one then works.
+    assert game.game_optimizers == []
+    game.compile(x_optimizer=keras_svre.SVRE(0.1), y_optimizer=keras_svre.SVRE(0.2))
+    assert game.player_names == ["x", "y"]
+    assert game.player_learning_rates == pytest.approx({"x": 0.1, "y": 0.2})
+    assert [len(v) for v in game.by_player(game.game_variables).values()] == [1, 1]
+
+
 def test_fit_needs_a_dataset():
     game = make_game()
     game.compile(optimizer=keras_svre.SVRE(0.1))
