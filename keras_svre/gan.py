@@ -273,9 +273,6 @@ class GAN(Game):
         )
 
     def _version(self):
-        """The latents' version as the step reads it (the iteration, per step)."""
-        if self.latent_schedule == "per-step" and self._groups:
-            return ops.cast(self.game_optimizers[0].iterations, "int32")
         return ops.convert_to_tensor(self.latent_version)
 
     def latents(self, index):
@@ -433,6 +430,8 @@ class GAN(Game):
         self.average_count.assign(0)
 
     def _after_update(self):
+        if self.latent_schedule == "per-step":
+            self.latent_version.assign_add(1)
         # Only applied iterations enter the averages (not skipped ones).
         count = ops.cast(self.average_count + 1, "float32")
         decay = self.ema_decay
@@ -649,6 +648,7 @@ class GAN(Game):
         which: str | None = None,
         num_samples: int = STATISTICS_SAMPLES,
         batch_size: int = STATISTICS_BATCH_SIZE,
+        latents=None,
     ) -> list:
         """Recomputes a generator's BatchNorm statistics for its own weights.
 
@@ -666,6 +666,8 @@ class GAN(Game):
             num_samples: How many latents. Defaults to 5,000.
             batch_size: The batch size of the training-mode passes. Defaults
                 to 500.
+            latents: Optional latent vectors `[M, latent_dim]` to use instead
+                of `num_samples` fresh ones.
 
         Returns:
             A list of tensors aligned with
@@ -682,10 +684,12 @@ class GAN(Game):
         current = [
             ops.convert_to_tensor(v) for v in self.generator.non_trainable_variables
         ]
-        rng = np.random.default_rng([self.seed % (2**32), _STATISTICS_STREAM])
-        latents = rng.standard_normal((num_samples, self.latent_dim)).astype("float32")
+        if latents is None:
+            rng = np.random.default_rng([self.seed % (2**32), _STATISTICS_STREAM])
+            latents = rng.standard_normal((num_samples, self.latent_dim))
+        latents = np.asarray(latents, "float32")
         batches = (
-            latents[i : i + batch_size] for i in range(0, num_samples, batch_size)
+            latents[i : i + batch_size] for i in range(0, len(latents), batch_size)
         )
         state = self._statistics_pass()(weights, current, batches)
         self._statistics_cache()[which] = (_digest(weights), list(state))
@@ -751,7 +755,8 @@ class GAN(Game):
         (`[num_examples, latent_dim]`) where `latent_version` is now, and
         with WGAN-GP an interpolation bank (`[num_examples]`) after it: the
         banks are dropped and the version starts at 0 (the latents then
-        differ from the bank's, as after any new draw).
+        differ from the bank's, as after any new draw). A file with another
+        layout fails as Keras says.
         """
         super().load_own_variables(_without_banks(store, self))
 
@@ -797,16 +802,18 @@ class _StoreWithoutBanks:
 
 def _without_banks(store, gan):
     """`store`, or a view of it without the noise and interpolation banks."""
-    keys = sorted(store.keys(), key=int)
+    own = gan._trainable_variables + gan._non_trainable_variables
+    at = next(i for i, v in enumerate(own) if v is gan.latent_version)
     bank_shape = (gan.num_examples, gan.latent_dim)
-    if len(keys) < 2 or tuple(store[keys[1]].shape) != bank_shape:
+    if len(store.keys()) <= at or tuple(store[str(at)].shape) != bank_shape:
         return store
-    # [restart_draws, noise_bank, (interpolation_bank,) ...]: the version
+    # [..., restart_draws, noise_bank, (interpolation_bank,) ...]: the version
     # (None: zero) takes the noise bank's place.
-    rest = keys[2:]
+    keys = [str(i) for i in range(len(store.keys()))]
+    rest = keys[at + 1 :]
     if rest and tuple(store[rest[0]].shape) == (gan.num_examples,):
         rest = rest[1:]
-    return _StoreWithoutBanks(store, [keys[0], None, *rest])
+    return _StoreWithoutBanks(store, [*keys[:at], None, *rest])
 
 
 _INDEX_MESSAGE_MARKER = "keras_svre: example index out of the finite sum"
