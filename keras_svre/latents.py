@@ -107,11 +107,13 @@ def normal(seed: int, version, index, dim: int, dtype="float32"):
     """
     pairs = (int(dim) + 1) // 2
     key = _key(seed, version)
+    # Counters (index, pair) for every entry of `[batch, pairs]`, by
+    # broadcasting (the batch size may be unknown until run time).
     rows = ops.expand_dims(_index_words(index), 1)
     columns = ops.expand_dims(ops.cast(ops.arange(pairs, dtype="int32"), "uint32"), 0)
     counter = (
-        ops.broadcast_to(rows, (ops.shape(rows)[0], pairs)),
-        ops.broadcast_to(columns, (ops.shape(rows)[0], pairs)),
+        ops.add(rows, ops.zeros_like(columns)),
+        ops.add(columns, ops.zeros_like(rows)),
     )
     first, second = threefry2x32(key, counter)
     radius = ops.sqrt(-2.0 * ops.log(_unit_interval(first, dtype)))
@@ -119,7 +121,7 @@ def normal(seed: int, version, index, dim: int, dtype="float32"):
     # [batch, pairs, 2] -> [batch, 2 * pairs]: the cosine and sine halves of
     # each pair side by side.
     both = ops.stack([radius * ops.cos(angle), radius * ops.sin(angle)], axis=-1)
-    both = ops.reshape(both, (ops.shape(rows)[0], 2 * pairs))
+    both = ops.reshape(both, (-1, 2 * pairs))
     return both[:, :dim]
 
 
@@ -138,6 +140,6 @@ def uniform(seed: int, version, index, dtype="float32"):
         A tensor of shape `[batch]`.
     """
     words = _index_words(index)
-    counter = (words, ops.full(ops.shape(words), _INTERPOLATION_WORD, "uint32"))
+    counter = (words, ops.add(ops.zeros_like(words), _u32(_INTERPOLATION_WORD)))
     first, _ = threefry2x32(_key(seed, version), counter)
     return _unit_interval(first, dtype)
