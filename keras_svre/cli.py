@@ -129,6 +129,23 @@ def _parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "--loss", default=d["loss"], help="non_saturating, hinge or wasserstein"
     )
     train.add_argument(
+        "--update-point",
+        default=d["update_point"],
+        metavar="POINT",
+        help="where extragradient methods evaluate the update: extrapolated (the "
+        "paper's Algorithm 1, the default) or opponent-extrapolated (the "
+        "authors' code: each player at its own weights against the opponent's "
+        "extrapolated ones)",
+    )
+    train.add_argument(
+        "--latents",
+        default=d["latents"],
+        metavar="WHEN",
+        help="when the training examples' latent vectors are drawn anew: auto "
+        "(per-snapshot for SVRE, per-epoch otherwise), per-snapshot, per-epoch, "
+        "per-step or fixed",
+    )
+    train.add_argument(
         "--gradient-penalty",
         default=d["gradient_penalty"],
         help="wgan-gp or r1: a gradient penalty in the discriminator's loss "

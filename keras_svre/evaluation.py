@@ -435,10 +435,10 @@ class GeneratorEvaluation(_PeriodicMeasurement):
             clone.trainable_variables, gan.generator_weights(which)
         ):
             variable.assign(value)
-        for variable, source in zip(
-            clone.non_trainable_variables, gan.generator.non_trainable_variables
+        for variable, value in zip(
+            clone.non_trainable_variables, gan.generator_statistics(which)
         ):
-            variable.assign(source)
+            variable.assign(value)
         path = self.best_path
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")

@@ -29,6 +29,11 @@ from keras_svre.optimizers import methods as method_table
 LENGTH_SETTINGS = ("epochs", "steps")
 
 
+# Where the update's field is evaluated, as the command line spells it
+# (`Game.compile(update_point=...)` with underscores).
+UPDATE_POINTS = ("extrapolated", "opponent-extrapolated")
+
+
 class ConfigError(ValueError):
     """A run setting that breaks a rule.
 
@@ -77,6 +82,15 @@ class RunConfig:
         gradient_penalty_weight: The penalty's weight (WGAN-GP's lambda, R1's
             gamma).
         method: The method after the warm start (the method table's name).
+        update_point: Where the update's field is evaluated (extragradient
+            methods): `"extrapolated"` (Algorithm 1 of the paper: both
+            players at the joint extrapolated point) or
+            `"opponent-extrapolated"` (the authors' code: each player at its
+            own current weights against the opponent's extrapolated ones).
+        latents: When the training examples' latent vectors are drawn anew:
+            `"auto"` (per snapshot for variance-reduced methods, per epoch
+            otherwise), `"per-snapshot"`, `"per-epoch"`, `"per-step"` or
+            `"fixed"` (see `keras_svre.GAN`).
         n_dis: `None`: simultaneous steps. A positive integer: alternating
             updates, `n_dis` discriminator steps then one generator step,
             each on its own minibatch (methods that alternate: sgda, adam,
@@ -118,6 +132,8 @@ class RunConfig:
     gradient_penalty: str | None = None
     gradient_penalty_weight: float = 10.0
     method: str = "svre-vrad"
+    update_point: str = "extrapolated"
+    latents: str = "auto"
     n_dis: int | None = None
     lr: float | None = None
     generator_lr: float | None = None
@@ -225,6 +241,18 @@ class RunConfig:
             )
         if self.warm_start_epochs < 0:
             raise ConfigError("warm_start_epochs", "{setting} must be at least 0")
+        from keras_svre.gan import LATENT_SCHEDULES
+
+        for name, choices in (
+            ("update_point", UPDATE_POINTS),
+            ("latents", LATENT_SCHEDULES),
+        ):
+            if getattr(self, name) not in choices:
+                raise ConfigError(
+                    name,
+                    f"unknown {{setting}} {getattr(self, name)!r}; choose one of "
+                    f"{', '.join(choices)}",
+                )
         backend = keras.backend.backend()
         for name, value in (("gradient_penalty", penalty), ("n_dis", self.n_dis)):
             if value is not None and backend != "tensorflow":
@@ -233,6 +261,13 @@ class RunConfig:
                     f"{{setting}} runs on Keras' TensorFlow backend only for now; "
                     f"this is the {backend} backend (KERAS_BACKEND=tensorflow)",
                 )
+        if self.update_point != "extrapolated" and not self.main_method.extrapolates:
+            raise ConfigError(
+                "update_point",
+                f"{{setting}} {self.update_point} applies to extragradient methods "
+                f"(se, se-a, svre, ...); {{method}} {self.method} does not "
+                "extrapolate",
+            )
         if self.n_dis is not None:
             if (
                 isinstance(self.n_dis, bool)
@@ -389,7 +424,13 @@ class RunConfig:
                 "generator_optimizer": optimizer(phase.generator_lr),
                 "discriminator_optimizer": optimizer(phase.discriminator_lr),
             }
-        return {**optimizers, "jit_compile": jit_compile, "n_dis": self.n_dis}
+        return {
+            **optimizers,
+            "jit_compile": jit_compile,
+            "n_dis": self.n_dis,
+            # The Game's spelling of the update point.
+            "update_point": self.update_point.replace("-", "_"),
+        }
 
     # ------------------------------------------------------------------ #
     # Data and networks.
@@ -439,6 +480,7 @@ class RunConfig:
             seed=self.seed,
             gradient_penalty=self.gradient_penalty,
             gradient_penalty_weight=self.gradient_penalty_weight,
+            latents=self.latents,
         )
         gan.compile(**self.compile_arguments(phase, jit_compile))
         return gan

@@ -29,6 +29,7 @@ from keras_svre import Optimistic, cli, run
 from keras_svre.optimizers import methods
 from keras_svre.run import ConfigError, RunConfig
 from tests import numpy_reference as ref
+from tests.backend_helpers import interpolation_draws, latent_bank
 from tests.cli_helpers import TINY, fails_cleanly
 from tests.optimizer_helpers import (
     apply_in_game_step,
@@ -248,6 +249,8 @@ def gan(penalty, hidden=False, weight=WEIGHT, batch_norm=False, seed=0):
         dtype=dtype,
         gradient_penalty=penalty,
         gradient_penalty_weight=weight,
+        # The NumPy models' finite sum has one fixed set of latents.
+        latents="fixed",
     )
 
 
@@ -267,8 +270,8 @@ def numpy_penalty(model, penalty, x, index):
     if penalty == "r1":
         points = real
     else:
-        fake = model.noise_bank.numpy()[index] @ W + c
-        u = model.interpolation_bank.numpy()[index][:, None]
+        fake = latent_bank(model)[index] @ W + c
+        u = interpolation_draws(model)[index][:, None]
         points = u * real + (1.0 - u) * fake
     h = np.tanh(points @ W1 + b1)
     gradients = ((1.0 - h**2) * w2[:, 0]) @ W1.T  # d logit / d point, per row
@@ -377,7 +380,7 @@ def test_training_with_a_penalty_matches_numpy(case, penalty):
     k = 2 if method == "svre" else 1
     rng = np.random.default_rng(5)
     order = [list(rng.choice(N, 4, replace=False)) for _ in range(3 * k)]
-    field = ref.LinearGANField(x, model.noise_bank.numpy(), penalty, WEIGHT)
+    field = ref.LinearGANField(x, latent_bank(model), penalty, WEIGHT)
     lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
     theta, phi, _ = ref.run(
         field,
@@ -465,7 +468,7 @@ def test_saved_and_evaluated(tmp_path):
     loaded = keras.models.load_model(tmp_path / "gan.keras")
     assert loaded.gradient_penalty == "wgan-gp"
     np.testing.assert_array_equal(
-        loaded.interpolation_bank.numpy(), model.interpolation_bank.numpy()
+        interpolation_draws(loaded), interpolation_draws(model)
     )
     batch = batch_of(x, [1, 6])
     assert float(loaded.compute_gradient_penalty(batch)) == float(
@@ -661,7 +664,7 @@ def test_alternating_gan_with_wgan_gp_matches_numpy():
     )
     rng = np.random.default_rng(5)
     order = [list(rng.choice(N, 4, replace=False)) for _ in range(3 * 3)]
-    field = ref.LinearGANField(x, model.noise_bank.numpy(), "wgan-gp", WEIGHT)
+    field = ref.LinearGANField(x, latent_bank(model), "wgan-gp", WEIGHT)
     theta, phi = ref.run_alternating(
         field,
         np.concatenate([np.ravel(v.numpy()) for v in model.generator.weights]),

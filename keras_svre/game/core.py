@@ -477,6 +477,7 @@ class Game(CompiledGame, GameTrainer, keras.Model):
                     group.optimizer.reset_average(group.variables)
                 elif do_restart:
                     group.optimizer.restart_from_average(group.variables)
+        self._before_snapshot_pass()
         mean = self.snapshot_mean_gradient(snapshot_data)
         # Under dynamic loss scaling an overflow in the snapshot pass would
         # make every later direction non-finite: halve the scale and redo the
@@ -493,6 +494,9 @@ class Game(CompiledGame, GameTrainer, keras.Model):
             group.optimizer.take_snapshot(
                 group.variables, [mean[i] for i in group.indices]
             )
+
+    def _before_snapshot_pass(self):
+        """Hook: runs before each snapshot's full pass (the GAN draws new latents)."""
 
     def snapshot_mean_gradient(self, snapshot_data):
         """Full-data mean of the game's field at the current point.

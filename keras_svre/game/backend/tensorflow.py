@@ -210,13 +210,13 @@ def compile_function(function):
     return tf.function(function, reduce_retracing=True)
 
 
-def checked_take(table, index, limit, message):
-    """Rows `index` of `table`, raising with `message` for an index >= `limit`."""
+def checked_rows(rows, index, limit, message):
+    """`rows` (one per entry of `index`), raising with `message` for an index >= `limit`."""
     index = tf.cast(index, tf.int32)
-    # Checked, not left to `gather` (an error on CPU, zeros on GPU).
+    # Checked: an index out of the finite sum is a data error, not a new example.
     check = tf.debugging.assert_less(index, limit, message=message)
     with tf.control_dependencies([check]):
-        return tf.gather(tf.convert_to_tensor(table), index)
+        return tf.identity(rows)
 
 
 def stateless_normal(shape, seed):
