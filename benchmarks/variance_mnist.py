@@ -337,14 +337,28 @@ def run_variant(name, settings, args):
     # Not a tracked attribute: the averages are no part of the model.
     object.__setattr__(gan, "_running_pairs", running)
 
+    # An SVRE iteration takes two minibatches (extrapolation and update), so
+    # one pass over the training data holds only this many iterations: longer
+    # stretches are run as several fits, each from a fresh pass (a single fit
+    # would run out of data and stop early).
+    per_pass = int(finite_sum.train.cardinality()) // gan.minibatches_per_iteration
+
     def train(steps):
+        expected = gan.iterations + steps
         with running.recording():
-            gan.fit(
-                finite_sum.train,
-                snapshot_data=finite_sum.snapshot,
-                epochs=1,
-                steps_per_epoch=steps,
-                verbose=0,
+            while steps > 0:
+                gan.fit(
+                    finite_sum.train,
+                    snapshot_data=finite_sum.snapshot,
+                    epochs=1,
+                    steps_per_epoch=min(steps, per_pass),
+                    verbose=0,
+                )
+                steps -= min(steps, per_pass)
+        if gan.iterations != expected:
+            raise RuntimeError(
+                f"Expected {expected} iterations, ran {gan.iterations}: the "
+                "measurements would be placed at the wrong lags."
             )
 
     function = estimates_function(gan)
