@@ -19,16 +19,19 @@ game's field F(w):
     same M minibatches (in-sample: the least variance any per-tensor alpha
     reaches on them, so a lower bound for every other choice);
   - `oracle_clipped`: alpha* clipped to [0, 1] (what `alpha_max = 1` costs);
-  - `ema_<decay>_reset` and `ema_<decay>_keep`: the estimate an optimizer
-    could make, alpha_hat = clip(C / V, 0, 1) with C and V exponential
-    moving averages (decay `--alpha-decays`) of <F_i(w), F_i(w_S) - mu_S>
-    and ||F_i(w_S) - mu_S||^2 per tensor, fed by both paired evaluations of
+  - `ema_<decay>_<at snapshot>_<C>`: the estimate an optimizer could make,
+    alpha_hat = clip(C / V, 0, 1) with C and V exponential moving averages
+    (decay `--alpha-decays`) of <F_i(w) - c, F_i(w_S) - mu_S> and
+    ||F_i(w_S) - mu_S||^2 per tensor, fed by both paired evaluations of
     every earlier SVRE iteration of the run (the extrapolation's, at w, and
     the update's, at the extrapolated point, on the training minibatches:
     the train step's own evaluations, recorded as it computes them, so at
     no extra cost and independent of the measurement's minibatches).
-    `reset`: C and V restart from zero at each snapshot (with no pair since
-    the snapshot yet, alpha_hat = 1, exact at w = w_S); `keep`: they run on
+    C: `raw` (c = 0, the issue's definition) or `centred` (c = mu_S; see
+    `RunningPairs`). At a snapshot: `zero`, C and V restart from zero (with
+    no pair since the snapshot yet, alpha_hat = 1, exact at w = w_S); `one`,
+    C is set to V (alpha_hat = 1, with the weight of the whole average,
+    from which the new pairs move it at rate 1 - decay); `keep`, they run on
     across snapshots.
 
 For each estimate its variance across minibatches, E||x_i - mean x||^2, and
@@ -104,7 +107,7 @@ def _flat_each(tensors):
 class RunningPairs:
     """Running averages of SVRE's paired evaluations, per variable tensor.
 
-    For each setting `(decay, reset, centred)`, exponential moving averages
+    For each setting `(decay, at_snapshot, centred)`, exponential moving averages
     C <- decay C + (1 - decay) <F_i(w) - c, F_i(w_S) - mu_S> and
     V <- decay V + (1 - decay) ||F_i(w_S) - mu_S||^2, from zero, with c = 0
     (the issue's definition, "raw") or c = mu_S ("centred"). Both estimate
@@ -119,9 +122,9 @@ class RunningPairs:
 
     def __init__(self, num_tensors, decays):
         self.settings = [
-            (d, reset, centred)
+            (d, at_snapshot, centred)
             for d in decays
-            for reset in (True, False)
+            for at_snapshot in ("zero", "one", "keep")
             for centred in (True, False)
         ]
         self.c = {
@@ -138,11 +141,8 @@ class RunningPairs:
 
     @staticmethod
     def name(setting):
-        decay, reset, centred = setting
-        return (
-            f"ema_{decay:g}_{'reset' if reset else 'keep'}"
-            f"_{'centred' if centred else 'raw'}"
-        )
+        decay, at_snapshot, centred = setting
+        return f"ema_{decay:g}_{at_snapshot}_{'centred' if centred else 'raw'}"
 
     @contextlib.contextmanager
     def recording(self):
@@ -168,11 +168,14 @@ class RunningPairs:
         self.pairs.assign_add(1)
 
     def reset(self):
-        """At a snapshot: the `reset` settings start again from zero."""
+        """At a snapshot: `zero` settings restart from zero, `one` set C = V."""
         for setting in self.settings:
-            if setting[1]:
-                for variable in self.c[setting] + self.v[setting]:
-                    variable.assign(0.0)
+            for c, v in zip(self.c[setting], self.v[setting]):
+                if setting[1] == "zero":
+                    c.assign(0.0)
+                    v.assign(0.0)
+                elif setting[1] == "one":
+                    c.assign(v)
 
     def alphas(self, setting):
         """alpha_hat = clip(C / V, 0, ALPHA_MAX) per tensor (1 while V = 0)."""
@@ -486,10 +489,10 @@ def _label(choice):
         return f"clip(alpha*, 0, {ALPHA_MAX:g})"
     if choice.startswith("alpha_"):
         return f"alpha = {choice[len('alpha_') :]}"
-    _, decay, reset, centred = choice.split("_")
+    _, decay, at_snapshot, centred = choice.split("_")
+    at_snapshot = {"zero": "reset to 0", "one": "C := V", "keep": "kept"}[at_snapshot]
     return (
-        f"alpha_hat, decay {decay}, "
-        f"{'reset at snapshot' if reset == 'reset' else 'kept'}, "
+        f"alpha_hat, decay {decay}, {at_snapshot} at snapshot, "
         f"C {'centred on mu_S' if centred == 'centred' else 'raw'}"
     )
 
@@ -510,7 +513,7 @@ def plot(records, path):
         len(variants) + 1, 2, figsize=(17, 4.2 * (len(variants) + 1)), sharex=True
     )
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    # alpha_hat: one colour per (decay, reset), solid when C is centred on
+    # alpha_hat: one colour per (decay, at snapshot), solid when C is centred on
     # mu_S, dashed when raw.
     styles = {
         "svre": ("black", "-", 2.4),
@@ -576,8 +579,8 @@ def plot(records, path):
                 k[len("alpha_") : -len("_generator")]
                 for k in mine[0]
                 if k.startswith("alpha_ema")
-                and "_reset_" in k
-                and k.endswith("_generator")
+                and "_keep_" not in k
+                and k.endswith("_centred_generator")
             ]
             line_styles = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
             for name, style in zip(names, line_styles):
