@@ -562,3 +562,96 @@ def test_coefficient_one_is_svre_bit_for_bit(variant):
     )
     np.testing.assert_allclose(results[0][0], x, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(results[0][1], y, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------- #
+# Skipped iterations, saving and resuming, convergence.
+# ---------------------------------------------------------------------- #
+def optimal_gan(**settings):
+    gan = linear_gan()
+    gan.compile(
+        generator_optimizer=keras_svre.optimizers.get(
+            "svre-vrad-opt", 0.05, beta_1=0.5, restart_probability=0.5, **settings
+        ),
+        discriminator_optimizer=keras_svre.optimizers.get(
+            "svre-opt", 0.1, restart_probability=0.5, **settings
+        ),
+    )
+    return gan
+
+
+def statistics(gan):
+    return [
+        float(s.numpy())
+        for optimizer in gan.game_optimizers
+        for s in optimizer._covariances + optimizer._variances
+    ]
+
+
+def test_a_skipped_iteration_records_no_statistics():
+    images = np.random.default_rng(1).normal(size=(N, PIXELS))
+    order = np.array(
+        [np.random.default_rng(s).choice(N, 4, replace=False) for s in range(6)]
+    )
+    snapshot = batched((np.arange(N, dtype=np.int64), images), N)
+    good = optimal_gan(vr_statistics_reset=False)
+    good.fit(minibatches((order, images[order])), snapshot_data=snapshot, verbose=0)
+    assert all(value != 0.0 for value in statistics(good))
+
+    # One more iteration, on minibatches of NaN images.
+    longer = np.concatenate([order, order[-2:]])
+    broken = images[longer]
+    broken[-2:] = np.nan
+    gan = optimal_gan(vr_statistics_reset=False)
+    with pytest.raises(keras_svre.callbacks.NonFiniteLossError):
+        gan.fit(minibatches((longer, broken)), snapshot_data=snapshot, verbose=0)
+    assert statistics(gan) == statistics(good)
+    assert gan.iterations == good.iterations == 3
+
+
+def test_save_load_keeps_the_statistics_and_resumes_exactly(tmp_path):
+    images = np.random.default_rng(1).normal(size=(N, PIXELS))
+    order = np.array(
+        [np.random.default_rng(s).choice(N, 4, replace=False) for s in range(8)]
+    )
+    data = minibatches((order, images[order]))
+    snapshot = batched((np.arange(N, dtype=np.int64), images), N)
+
+    straight = optimal_gan(vr_statistics_reset=False)
+    straight.fit(data, snapshot_data=snapshot, epochs=2, verbose=0)
+    first = optimal_gan(vr_statistics_reset=False)
+    first.fit(data, snapshot_data=snapshot, epochs=1, verbose=0)
+    assert all(value != 0.0 for value in statistics(first))
+    first.save(tmp_path / "gan.keras")
+    loaded = keras.models.load_model(tmp_path / "gan.keras")
+    for saved, back in zip(first.game_optimizers, loaded.game_optimizers, strict=True):
+        assert back.get_config() == saved.get_config()
+        assert back.vr_coefficient == "optimal"
+        for a, b in zip(saved.variables, back.variables, strict=True):
+            np.testing.assert_array_equal(numpy(a), numpy(b), err_msg=a.path)
+    assert statistics(loaded) == statistics(first)
+    loaded.fit(data, snapshot_data=snapshot, epochs=1, verbose=0)
+    for a, b in zip(straight.trainable_weights, loaded.trainable_weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(statistics(loaded), statistics(straight), rtol=1e-12)
+
+
+def test_bilinear_game_still_converges_with_the_optimal_coefficient():
+    """The paper's bilinear game (Fig. 4), small: as close as SVRE gets."""
+    game = keras_svre.BilinearGame(dim=20, seed=0)
+    start = game.distance_to_solution()
+    game.compile(
+        optimizer=SVRE(0.3, average_restart_probability=0.1, vr_coefficient="optimal"),
+        steps_per_execution=10,
+    )
+    data = (
+        game.component_dataset(seed=0)
+        if keras.backend.backend() == "tensorflow"
+        else game.component_minibatches(seed=0)
+    )
+    game.fit(data, epochs=150, verbose=0)
+    # SVRE (alpha = 1) reaches 0.0037 of the start here; SE moves away.
+    assert game.averaged_distance() < 0.01 * start
+    (optimizer,) = game.game_optimizers
+    alphas = [float(numpy(a)) for a in optimizer.vr_coefficients([game.x, game.y])]
+    assert all(0.0 <= a <= 1.0 for a in alphas)
