@@ -99,6 +99,7 @@ def run(
     vr_statistics_decay=0.9,
     vr_statistics_reset=True,
     vr_coefficient_max=1.0,
+    restart_correlation=None,
     segments=None,
 ):
     """Runs a method over `minibatches` (a list of index lists) and returns (x, y, info).
@@ -110,7 +111,10 @@ def run(
     variable tensors in `concat(x0, y0)` (default: x and y), over which
     `"optimal"` keeps its statistics. `info["trajectory"]` lists, after each
     SVRE iteration (and its snapshot draw), `(w, alpha, C, V)`: the point,
-    the coefficients the iteration used, and the statistics after it.
+    the coefficients the iteration used, and the statistics after it. With
+    `restart_correlation`, a snapshot follows an iteration when the pooled
+    correlation `sqrt(sum max(C, 0)^2 / V / sum U)` (U: running average of
+    `||F_i(w) - mu_S||^2`) is below it, instead of a draw.
     """
     d = len(x0)
     w = np.concatenate([x0, y0]).astype(np.float64)
@@ -138,6 +142,7 @@ def run(
     sizes = [d, len(w) - d] if segments is None else list(segments)
     assert sum(sizes) == len(w)
     covariance, variance = np.zeros(len(sizes)), np.zeros(len(sizes))
+    field_variance = np.zeros(len(sizes))
 
     def per_segment(values):
         return np.split(values, np.cumsum(sizes)[:-1])
@@ -162,25 +167,40 @@ def run(
         return g - np.repeat(alpha, sizes) * (g_snap - mu)
 
     def record(pairs):
-        nonlocal covariance, variance
-        c = np.zeros(len(sizes))
-        v = np.zeros(len(sizes))
+        nonlocal covariance, variance, field_variance
+        c, v, u = np.zeros(len(sizes)), np.zeros(len(sizes)), np.zeros(len(sizes))
         for g, g_snap in pairs:
-            for s, (g_k, e_k) in enumerate(
-                zip(per_segment(g), per_segment(g_snap - mu), strict=True)
+            for s, (g_k, e_k, f_k) in enumerate(
+                zip(
+                    per_segment(g),
+                    per_segment(g_snap - mu),
+                    per_segment(g - mu),
+                    strict=True,
+                )
             ):
                 c[s] += np.sum(g_k * e_k)
                 v[s] += np.sum(e_k * e_k)
+                u[s] += np.sum(f_k * f_k)
         decay = vr_statistics_decay
         covariance = decay * covariance + (1.0 - decay) * (c / len(pairs))
         variance = decay * variance + (1.0 - decay) * (v / len(pairs))
+        field_variance = decay * field_variance + (1.0 - decay) * (u / len(pairs))
+
+    def correlation_low():
+        known = variance > 0
+        total = np.sum(field_variance)
+        if not known.any() or not total > 0:
+            return False
+        c = np.maximum(covariance[known], 0.0)
+        return np.sqrt(np.sum(c * c / variance[known]) / total) < restart_correlation
 
     def take_snapshot():
-        nonlocal w_s, mu, covariance, variance
+        nonlocal w_s, mu, covariance, variance, field_variance
         w_s = w.copy()
         mu = np.concatenate(field.mean(w_s[:d], w_s[d:]))
         if vr_statistics_reset:
             covariance, variance = np.zeros(len(sizes)), np.zeros(len(sizes))
+            field_variance = np.zeros(len(sizes))
         info["snapshots"] += 1
 
     w_s = mu = None
@@ -215,7 +235,11 @@ def run(
         record([(g_i, g_snap_i), (g_half, g_snap_j)])
         count += 1
         average = average + (w - average) / count
-        if draw() < restart_probability:
+        if (
+            correlation_low()
+            if restart_correlation is not None
+            else draw() < restart_probability
+        ):
             if average_restart_probability > 0 and draw() < average_restart_probability:
                 w = average.copy()
                 count = 1

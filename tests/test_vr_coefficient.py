@@ -17,6 +17,7 @@ import pytest
 
 import keras_svre
 from keras_svre import SVRE
+from keras_svre.game import snapshots
 from keras_svre.optimizers import methods
 from tests import numpy_reference as ref
 from tests.backend_helpers import batched, components, minibatches, numpy
@@ -655,3 +656,141 @@ def test_bilinear_game_still_converges_with_the_optimal_coefficient():
     (optimizer,) = game.game_optimizers
     alphas = [float(numpy(a)) for a in optimizer.vr_coefficients([game.x, game.y])]
     assert all(0.0 <= a <= 1.0 for a in alphas)
+
+
+# ---------------------------------------------------------------------- #
+# Snapshots when the correlation is low (`restart_correlation`).
+# ---------------------------------------------------------------------- #
+def test_estimated_correlation_by_hand():
+    one = {
+        "covariance": [2.0, -1.0],
+        "variance": [4.0, 0.0],
+        "field_variance": [3.0, 1.0],
+    }
+    # Only the first tensor explains anything (V = 0 for the second): 2^2 / 4
+    # of the total U = 4.
+    assert snapshots.estimated_correlation([one]) == 0.5
+    two = {"covariance": [3.0], "variance": [1.0], "field_variance": [12.0]}
+    assert snapshots.estimated_correlation([one, two]) == np.sqrt(10.0 / 16.0)
+    # A negative covariance removes nothing.
+    negative = {"covariance": [-3.0], "variance": [1.0], "field_variance": [12.0]}
+    assert snapshots.estimated_correlation([negative]) == 0.0
+    # No statistics yet.
+    empty = {"covariance": [0.0], "variance": [0.0], "field_variance": [0.0]}
+    assert snapshots.estimated_correlation([empty]) is None
+    assert snapshots.estimated_correlation([]) is None
+
+
+def test_correlation_restart_triggers_below_the_threshold():
+    w = variable(W0)
+    optimizer = built([w], restart_correlation=0.5, vr_statistics_decay=0.0)
+    assert optimizer.keeps_statistics and not optimizer.estimates_coefficient
+    optimizer.take_snapshot([w], [np.zeros(3)])
+    assert not snapshots.correlation_restart([optimizer], 0.5)  # no estimate
+    # <g, e> = 1, ||e||^2 = 1, ||g - mu||^2 = 1 + 4 = 5: rho = sqrt(1 / 5).
+    e, g = np.array([1.0, 0.0, 0.0]), np.array([1.0, 2.0, 0.0])
+    optimizer.record_correction([([g], [e])], [w])
+    statistics = optimizer.correction_statistics()
+    assert statistics["covariance"].tolist() == [1.0]
+    assert statistics["variance"].tolist() == [1.0]
+    assert statistics["field_variance"].tolist() == [5.0]
+    assert snapshots.correlation_restart([optimizer], 0.5)  # 0.447 < 0.5
+    assert not snapshots.correlation_restart([optimizer], 0.4)
+    # The statistics restart at the snapshot.
+    optimizer.take_snapshot([w], [np.zeros(3)])
+    assert optimizer.correction_statistics()["field_variance"].tolist() == [0.0]
+    # The coefficient stays SVRE's, bit for bit.
+    (d,) = optimizer.variance_reduced_gradient([G[0]], [G_S[0]], [w])
+    np.testing.assert_array_equal(numpy(d), G[0] - G_S[0] + 0.0)
+
+
+def test_restart_correlation_config_and_bad_input():
+    config = assert_round_trip(SVRE(restart_correlation=0.3))
+    assert config["restart_correlation"] == 0.3
+    assert assert_round_trip(SVRE())["restart_correlation"] is None
+    for value in (0.0, 1.0, -0.5, "low"):
+        with pytest.raises(
+            ValueError,
+            match=re.escape(
+                "Argument `restart_correlation` must be in the (0, 1) range. "
+                f"Received: restart_correlation={value!r}."
+            ),
+        ):
+            SVRE(restart_correlation=value)
+    with pytest.raises(ValueError, match=re.escape("not both. Received:")):
+        SVRE(restart_correlation=0.5, restart_probability=0.1)
+    with pytest.raises(ValueError, match=re.escape("needs `vr_statistics_reset=True`")):
+        SVRE(restart_correlation=0.5, vr_statistics_reset=False)
+
+
+@pytest.mark.parametrize(
+    "coefficient, threshold, one_minibatch",
+    [(1.0, 0.95, False), ("optimal", 0.95, False), ("optimal", 0.97, True)],
+)
+def test_snapshots_by_correlation_match_numpy(coefficient, threshold, one_minibatch):
+    iterations = 24
+    k = 1 if one_minibatch else 2
+    rng = np.random.default_rng(7)
+    batches = [list(rng.choice(DIM, 2, replace=False)) for _ in range(iterations * k)]
+    game = keras_svre.BilinearGame(dim=DIM, seed=SEED)
+    optimizer = SVRE(
+        0.2,
+        vr_coefficient=coefficient,
+        restart_correlation=threshold,
+        average_restart_probability=0.5,
+    )
+    field = ref.BilinearField(game.a.numpy(), game.b.numpy())
+    lr = float(numpy(optimizer.learning_rate))
+    _, _, info = ref.run(
+        field,
+        game.x.numpy(),
+        game.y.numpy(),
+        batches,
+        "svre",
+        lr,
+        seed=SEED,
+        vr_coefficient=coefficient,
+        restart_correlation=threshold,
+        average_restart_probability=0.5,
+        one_minibatch=one_minibatch,
+    )
+    game.compile(optimizer=optimizer, one_minibatch=one_minibatch)
+    trajectory = Trajectory(lambda: [game.x, game.y])
+    game.fit(
+        minibatches(np.array(batches, np.int64)),
+        snapshot_data=components(DIM, 4),
+        callbacks=[trajectory],
+        verbose=0,
+    )
+    assert_trajectory(trajectory, info["trajectory"])
+    # Snapshots came from the trigger, neither never nor after every iteration.
+    assert 2 < info["snapshots"] == int(optimizer.snapshots_taken.numpy())
+    assert info["snapshots"] < iterations
+    # No Bernoulli draw was made (the restarts from the average draw once
+    # per snapshot after the first).
+    assert int(game.restart_draws.numpy()) == info["snapshots"] - 1
+
+
+def test_snapshots_by_correlation_resume_exactly(tmp_path):
+    def fresh():
+        game = keras_svre.BilinearGame(dim=DIM, seed=SEED)
+        game.compile(
+            optimizer=SVRE(0.2, vr_coefficient="optimal", restart_correlation=0.9)
+        )
+        return game
+
+    rng = np.random.default_rng(3)
+    data = minibatches(
+        np.array([rng.choice(DIM, 2, replace=False) for _ in range(20)], np.int64)
+    )
+    snapshot = components(DIM, 4)
+    straight = fresh()
+    straight.fit(data, snapshot_data=snapshot, epochs=2, verbose=0)
+    first = fresh()
+    first.fit(data, snapshot_data=snapshot, epochs=1, verbose=0)
+    first.save(tmp_path / "game.keras")
+    loaded = keras.models.load_model(tmp_path / "game.keras")
+    loaded.fit(data, snapshot_data=snapshot, epochs=1, verbose=0)
+    assert loaded.snapshots_taken == straight.snapshots_taken > first.snapshots_taken
+    np.testing.assert_allclose(loaded.x.numpy(), straight.x.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(loaded.y.numpy(), straight.y.numpy(), rtol=1e-12)

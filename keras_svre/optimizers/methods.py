@@ -27,7 +27,11 @@ from keras_svre.optimizers.svre import SVRE
 # Adam-based methods), the snapshot schedule's and the correction
 # coefficient's (for variance-reduced ones).
 ADAM_ARGUMENTS = ("beta_1", "beta_2", "epsilon")
-SNAPSHOT_ARGUMENTS = ("restart_probability", "average_restart_probability")
+SNAPSHOT_ARGUMENTS = (
+    "restart_probability",
+    "average_restart_probability",
+    "restart_correlation",
+)
 COEFFICIENT_ARGUMENTS = (
     "vr_coefficient",
     "vr_statistics_decay",

@@ -4,6 +4,7 @@ import math
 import numbers
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_svre.optimizers.extragradient import Extragradient
@@ -78,6 +79,29 @@ def _check_statistics_settings(decay, reset, maximum):
         )
 
 
+def _check_restart_correlation(value, restart_probability, reset):
+    if isinstance(value, bool) or not (
+        isinstance(value, numbers.Real) and 0.0 < value < 1.0
+    ):
+        raise ValueError(
+            "Argument `restart_correlation` must be in the (0, 1) range. "
+            f"Received: restart_correlation={value!r}."
+        )
+    if restart_probability is not None:
+        raise ValueError(
+            "Pass either `restart_probability` (Bernoulli snapshots) or "
+            "`restart_correlation` (snapshots when the correlation is low), "
+            f"not both. Received: restart_probability={restart_probability}, "
+            f"restart_correlation={value}."
+        )
+    if not reset:
+        raise ValueError(
+            "Argument `restart_correlation` needs `vr_statistics_reset=True`: "
+            "statistics kept across a snapshot would call for the next one at "
+            "once. Received: vr_statistics_reset=False."
+        )
+
+
 @keras.saving.register_keras_serializable(package="keras_svre")
 class SVRE(Extragradient):
     """Stochastic variance-reduced extragradient (SVRE, Algorithm 1 of the paper).
@@ -95,7 +119,9 @@ class SVRE(Extragradient):
         w      = w - lr * step(d_j(w_half))    # update, minibatch j
 
     After each iteration a new snapshot is taken with probability
-    `restart_probability` (default `1/n`, n = minibatches per pass). When a
+    `restart_probability` (default `1/n`, n = minibatches per pass), or, with
+    `restart_correlation`, when the estimated correlation between `F_i(w)`
+    and `F_i(w_S)` has fallen below it (see below). When a
     snapshot is taken, with probability `average_restart_probability` the
     iterate first restarts from the uniform average of the iterates since the
     last restart (the paper's bilinear runs use 0.1).
@@ -125,11 +151,32 @@ class SVRE(Extragradient):
     itself, where `F_i(w) = F_i(w_S)`. The averages start at 0 with the same
     decay, so `C / V` needs no bias correction.
 
+    Snapshots when they are needed (`restart_correlation=r`, instead of the
+    Bernoulli draws): the statistics are kept (whatever `vr_coefficient` is),
+    plus U, a running average of `||F_i(w) - mu_S||^2` over the same pairs.
+    Since `E||F_i(w) - mu_S||^2 = Var[F_i(w)] + ||F(w) - mu_S||^2`, U
+    overestimates `Var[F_i(w)]` by the squared drift of the mean field since
+    the snapshot (0 at the snapshot), which errs towards an earlier snapshot.
+    After each iteration the game's correlation is estimated, pooled over
+    every variable tensor k of the game's SVRE optimizers that set
+    `restart_correlation` (the largest threshold applies), as
+
+        rho = sqrt(sum_k max(C_k, 0)^2 / V_k  /  sum_k U_k)
+
+    (the square root of the share of the plain estimate's variance that the
+    per-tensor optimal alpha removes), and a snapshot is taken when
+    `rho < r` (`keras_svre.game.snapshots.correlation_restart`). The
+    statistics restart at each snapshot (`vr_statistics_reset` must be
+    True), and rho is not estimated before an iteration has been recorded.
+    The decision reads only saved slots, so a resumed run takes the
+    snapshots an uninterrupted one would.
+
     The optimizer holds, per model variable, the slots `snapshot` (w_S) and
     `mean_gradient` (mu_S), plus `average` when restarts from the average are
     on, Adam's `momentum`/`velocity` for adaptive steps, and the scalars
     `correction_covariance` (C) and `correction_variance` (V) with
-    `vr_coefficient="optimal"`; they are saved in `.keras` files and
+    `vr_coefficient="optimal"` or `restart_correlation` (and `field_variance`,
+    U, with the latter); they are saved in `.keras` files and
     checkpoints like any optimizer state. The gradients
     come from a `keras_svre.Game` train step, which evaluates F on the same
     minibatch at the current point and at the snapshot and runs the snapshot
@@ -163,13 +210,13 @@ class SVRE(Extragradient):
             `keras.optimizers.schedules.PolynomialDecay(1.0, steps, 0.0)`;
             its values are used as they come) or `"optimal"` (estimated per
             variable tensor, see above). Defaults to `1.0`.
-        vr_statistics_decay: `"optimal"` only: the decay of the running
-            averages C and V, in [0, 1) (about `1 / (1 - decay)` iterations
+        vr_statistics_decay: `"optimal"` and `restart_correlation` only: the
+            decay of the running averages C and V (and U), in [0, 1) (about `1 / (1 - decay)` iterations
             of memory). Defaults to `0.9`, provisional until measured: the
             project's variance study saw SVRE's correction help for about 10
             to 50 iterations after a snapshot.
-        vr_statistics_reset: `"optimal"` only: whether C and V restart from 0
-            at each snapshot (alpha is then the fallback, plain SVRE, for the
+        vr_statistics_reset: `"optimal"` and `restart_correlation` only:
+            whether C and V (and U) restart from 0 at each snapshot (alpha is then the fallback, plain SVRE, for the
             first iteration after it). Defaults to `True`, provisional until
             measured: right after a snapshot `w` is close to `w_S` and
             alpha* close to 1, and statistics kept from the end of the
@@ -177,6 +224,11 @@ class SVRE(Extragradient):
         vr_coefficient_max: `"optimal"` only: the largest alpha, > 0.
             Defaults to `1.0` (provisional until measured; above 1 the
             correction overshoots SVRE's).
+        restart_correlation: `None` (Bernoulli draws, see
+            `restart_probability`), or a number in (0, 1): take a new
+            snapshot after an iteration when the estimated correlation
+            (see above) is below it; `restart_probability` must then be
+            `None`. Defaults to `None`.
         **kwargs: Keras' common optimizer arguments, passed to Keras untouched.
 
     References:
@@ -202,6 +254,7 @@ class SVRE(Extragradient):
         vr_statistics_decay=0.9,
         vr_statistics_reset=True,
         vr_coefficient_max=1.0,
+        restart_correlation=None,
         **kwargs,
     ):
         if restart_probability is not None:
@@ -213,6 +266,10 @@ class SVRE(Extragradient):
         _check_statistics_settings(
             vr_statistics_decay, vr_statistics_reset, vr_coefficient_max
         )
+        if restart_correlation is not None:
+            _check_restart_correlation(
+                restart_correlation, restart_probability, vr_statistics_reset
+            )
         super().__init__(
             learning_rate=learning_rate,
             adaptive=adaptive,
@@ -227,6 +284,9 @@ class SVRE(Extragradient):
         self.vr_statistics_decay = float(vr_statistics_decay)
         self.vr_statistics_reset = vr_statistics_reset
         self.vr_coefficient_max = float(vr_coefficient_max)
+        self.restart_correlation = (
+            None if restart_correlation is None else float(restart_correlation)
+        )
 
     def build(self, var_list):
         """Creates the slots `snapshot`, `mean_gradient` (and `average`).
@@ -240,11 +300,13 @@ class SVRE(Extragradient):
         self._snapshots, self._mean_gradients = self.add_optimizer_variables(
             var_list, ["snapshot", "mean_gradient"]
         )
-        if self.estimates_coefficient:
+        if self.keeps_statistics:
             self._covariances = self._add_scalar_slots(
                 var_list, "correction_covariance"
             )
             self._variances = self._add_scalar_slots(var_list, "correction_variance")
+        if self.restart_correlation is not None:
+            self._field_variances = self._add_scalar_slots(var_list, "field_variance")
         self.snapshots_taken = self.add_variable(
             shape=(),
             dtype="int64",
@@ -289,6 +351,33 @@ class SVRE(Extragradient):
     def estimates_coefficient(self):
         """Whether alpha is estimated from running averages (`"optimal"`)."""
         return isinstance(self.vr_coefficient, str)
+
+    @property
+    def keeps_statistics(self):
+        """Whether the running averages C and V are kept (`"optimal"` alpha,
+        or snapshots by correlation)."""
+        return self.estimates_coefficient or self.restart_correlation is not None
+
+    def correction_statistics(self):
+        """The running averages per variable, as NumPy arrays (host side).
+
+        Returns:
+            `None` when none are kept; else a dict with `"covariance"` (C),
+            `"variance"` (V) and, with `restart_correlation`,
+            `"field_variance"` (U), each one value per variable the optimizer
+            was built with (skipping those without slots).
+        """
+        if not self.keeps_statistics:
+            return None
+        kinds = {"covariance": self._covariances, "variance": self._variances}
+        if self.restart_correlation is not None:
+            kinds["field_variance"] = self._field_variances
+        return {
+            kind: np.array(
+                [float(ops.convert_to_numpy(s)) for s in slots if s is not None]
+            )
+            for kind, slots in kinds.items()
+        }
 
     @property
     def keeps_average(self):
@@ -405,19 +494,33 @@ class SVRE(Extragradient):
                 then the update's).
             variables: The variables the gradients belong to.
         """
-        if not self.estimates_coefficient or not pairs:
+        if not self.keeps_statistics or not pairs:
             return
         self._check_variables_are_known(variables)
+        field_variances = self.restart_correlation is not None
         for index, variable in enumerate(variables):
             dtype = variable.dtype
             mean = self._slot(self._mean_gradients, variable).value
-            covariance, variance = 0.0, 0.0
+            covariance, variance, field_variance = 0.0, 0.0, 0.0
             for gradients, snapshot_gradients in pairs:
+                gradient = ops.cast(gradients[index], dtype)
                 correction = ops.cast(snapshot_gradients[index], dtype) - mean
-                covariance += ops.sum(ops.cast(gradients[index], dtype) * correction)
+                covariance += ops.sum(gradient * correction)
                 variance += ops.sum(ops.square(correction))
+                if field_variances:
+                    field_variance += ops.sum(ops.square(gradient - mean))
             self._fold_in(self._covariances, variable, covariance / len(pairs))
             self._fold_in(self._variances, variable, variance / len(pairs))
+            if field_variances:
+                self._fold_in(
+                    self._field_variances, variable, field_variance / len(pairs)
+                )
+
+    def _statistics_slots(self):
+        slots = [self._covariances, self._variances]
+        if self.restart_correlation is not None:
+            slots.append(self._field_variances)
+        return slots
 
     def _fold_in(self, slots, variable, sample):
         average = self._slot(slots, variable)
@@ -437,8 +540,8 @@ class SVRE(Extragradient):
         for v, g in zip(variables, mean_gradients, strict=True):
             self.assign(self._slot(self._snapshots, v), v)
             self.assign(self._slot(self._mean_gradients, v), g)
-            if self.estimates_coefficient and self.vr_statistics_reset:
-                for slots in (self._covariances, self._variances):
+            if self.keeps_statistics and self.vr_statistics_reset:
+                for slots in self._statistics_slots():
                     slot = self._slot(slots, v)
                     self.assign(slot, ops.zeros_like(slot.value))
         self.assign_add(self.snapshots_taken, 1)
@@ -484,6 +587,7 @@ class SVRE(Extragradient):
                 "vr_statistics_decay": self.vr_statistics_decay,
                 "vr_statistics_reset": self.vr_statistics_reset,
                 "vr_coefficient_max": self.vr_coefficient_max,
+                "restart_correlation": self.restart_correlation,
             }
         )
         return config
