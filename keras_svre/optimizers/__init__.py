@@ -54,8 +54,8 @@ def get(method_name: str, learning_rate=None, **kwargs) -> keras.optimizers.Opti
         learning_rate: The step size; `None` keeps each class's default.
         **kwargs: Further constructor arguments (for Adam-based methods
             `beta_1`, `beta_2`, `epsilon`; for SVRE `restart_probability`,
-            `average_restart_probability`, `vr_coefficient` and its
-            settings; Keras' common arguments).
+            `average_restart_probability`, `restart_correlation`,
+            `vr_coefficient` and its settings; Keras' common arguments).
 
     Returns:
         A new optimizer.
