@@ -558,7 +558,7 @@ class Game(GameTrainer, keras.Model):
             self.variance_reduced_direction(g, g_snap) if self.variance_reduced else g
         )
         # The paired evaluations (F(w), F(w_S)) on one minibatch, for
-        # optimizers that estimate their correction's coefficient from them.
+        # optimizers that keep statistics of them (`SVRE.record_correction`).
         pairs = [(g, g_snap)] if self.variance_reduced else []
         if self.extrapolates:
             half = self._extrapolate(direction)

@@ -103,6 +103,7 @@ class SnapshotSchedule(keras.callbacks.Callback):
             return
         if self.restart_correlation is not None:
             # `iterations` above gave the variables the step's state (JAX).
+            # With steps_per_execution > 1: the statistics after the last.
             if correlation_restart(
                 self.model.svre_optimizers, self.restart_correlation
             ):
