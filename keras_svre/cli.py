@@ -187,6 +187,13 @@ def _parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         help="SVRE snapshot probability per iteration (default 1/n)",
     )
     train.add_argument(
+        "--vr-coefficient",
+        default=None,
+        help="SVRE's coefficient alpha on its correction: a number >= 0 (1: SVRE) "
+        "or 'optimal' (estimated per variable; the methods svre-opt and "
+        "svre-vrad-opt); variance-reduced methods only",
+    )
+    train.add_argument(
         "--warm-start-method",
         default=d["warm_start_method"],
         help="the paper's SVRE-GAN-WS: train with this method for "

@@ -102,6 +102,10 @@ class RunConfig:
         beta_2: Adam's beta_2.
         restart_probability: SVRE's snapshot probability per iteration;
             `None`: 1/n, n = minibatches per epoch.
+        vr_coefficient: Variance-reduced methods: the coefficient on SVRE's
+            correction (`SVRE(vr_coefficient=...)`), a number >= 0 or
+            `"optimal"`; `None`: the method's own (1.0 for svre and
+            svre-vrad, "optimal" for svre-opt and svre-vrad-opt).
         lr_decay: Per-epoch multiplicative step-size decay (1.0: none).
         batch_size: Minibatch size.
         snapshot_batch_size: Batch size of the snapshot pass.
@@ -141,6 +145,7 @@ class RunConfig:
     beta_1: float = 0.5
     beta_2: float = 0.999
     restart_probability: float | None = None
+    vr_coefficient: float | str | None = None
     lr_decay: float = 1.0
     batch_size: int = 50
     snapshot_batch_size: int = 500
@@ -293,6 +298,8 @@ class RunConfig:
                         f"{{{setting}}} {method.name} extrapolates or reduces "
                         "variance",
                     )
+        if self.vr_coefficient is not None:
+            self._check_vr_coefficient()
         if self.warm_method is not None:
             if _steps_like(self.warm_method) == _steps_like(self.main_method):
                 raise ConfigError(
@@ -307,6 +314,45 @@ class RunConfig:
                     f"{{setting}} ({self.warm_start_epochs}) is part of {{epochs}} "
                     f"({self.epochs}) and cannot exceed it",
                 )
+
+    def _check_vr_coefficient(self):
+        """A number >= 0 or "optimal" (a number's text too), for a method that
+        reduces variance and does not fix it."""
+        value = self.vr_coefficient
+        if isinstance(value, str):
+            text = value.strip().lower()
+            try:
+                value = text if text == "optimal" else float(text)
+            except ValueError:
+                value = None
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            value = None
+        else:
+            value = float(value)
+        if value is None or (value != "optimal" and not 0.0 <= value < float("inf")):
+            raise ConfigError(
+                "vr_coefficient",
+                "{setting} must be a finite number >= 0 or optimal; received "
+                f"{self.vr_coefficient!r}",
+            )
+        object.__setattr__(self, "vr_coefficient", value)
+        method = self.main_method
+        if not method.variance_reduced:
+            reduced = [
+                m.name for m in method_table.METHODS.values() if m.variance_reduced
+            ]
+            raise ConfigError(
+                "vr_coefficient",
+                f"{{setting}} applies to variance-reduced methods "
+                f"({', '.join(reduced)}); {{method}} {method.name} has none",
+            )
+        fixed = method.options.get("vr_coefficient")
+        if fixed is not None and fixed != value:
+            raise ConfigError(
+                "vr_coefficient",
+                f"{{method}} {method.name} has {{setting}} {fixed}; received "
+                f"{value!r}: choose svre or svre-vrad for another coefficient",
+            )
 
     # ------------------------------------------------------------------ #
     # As data.
@@ -407,6 +453,7 @@ class RunConfig:
             beta_1=self.beta_1,
             beta_2=self.beta_2,
             restart_probability=1.0 / phase.batches_per_epoch if p is None else p,
+            vr_coefficient=self.vr_coefficient,
         )
 
         def optimizer(lr):

@@ -276,6 +276,17 @@ class Game(CompiledGame, GameTrainer, keras.Model):
             snapshot_gradients,
         )
 
+    def _record_corrections(self, pairs):
+        """Hands each variance-reduced optimizer its part of the paired evaluations."""
+        for group in self._groups:
+            record = getattr(group.optimizer, "record_correction", None)
+            if record is not None:
+                parts = [
+                    tuple([values[i] for i in group.indices] for values in pair)
+                    for pair in pairs
+                ]
+                record(parts, group.variables)
+
     def _extrapolate(self, directions):
         return self._per_group(
             lambda opt, variables, d: opt.extrapolate(d, variables), directions
@@ -362,6 +373,9 @@ class Game(CompiledGame, GameTrainer, keras.Model):
         direction = (
             self.variance_reduced_direction(g, g_snap) if self.variance_reduced else g
         )
+        # The paired evaluations (F(w), F(w_S)) on one minibatch, for
+        # optimizers that keep statistics of them (`SVRE.record_correction`).
+        pairs = [(g, g_snap)] if self.variance_reduced else []
         if self.extrapolates:
             half = self._extrapolate(direction)
             if self.variance_reduced and k > 1:
@@ -374,11 +388,13 @@ class Game(CompiledGame, GameTrainer, keras.Model):
                 if self.variance_reduced
                 else g_half
             )
+            if self.variance_reduced:
+                pairs.append((g_half, g_snap))
         finite_losses = game_data.all_finite(list(losses.values()))
         finite = ops.logical_and(
             finite_losses, game_data.all_finite([t for gs in computed for t in gs])
         )
-        self._apply_if_finite(direction, finite)
+        self._apply_if_finite(direction, finite, pairs=pairs)
         return self._record_losses(losses, finite, finite_losses)
 
     def _record_losses(self, losses, finite, finite_losses):
@@ -400,10 +416,12 @@ class Game(CompiledGame, GameTrainer, keras.Model):
             ops.add, [ops.cast(losses[n], "float32") for n in self._player_names]
         )
 
-    def _apply_if_finite(self, directions, finite, groups=None):
+    def _apply_if_finite(self, directions, finite, groups=None, pairs=()):
         """Applies the iteration's update if `finite`; else skips it.
 
-        `groups`: the players' groups to update (default: all).
+        `groups`: the players' groups to update (default: all). `pairs`: the
+        iteration's paired evaluations `(F(w), F(w_S))`, recorded by the
+        optimizers (`record_correction`) only if the iteration is applied.
 
         Skipping leaves the weights, the optimizers' state and their
         iteration counts as they were (non-trainable state the forward pass
@@ -415,6 +433,8 @@ class Game(CompiledGame, GameTrainer, keras.Model):
 
         def apply():
             self._apply(directions, groups)
+            if pairs:
+                self._record_corrections(pairs)
             self._after_update()
             if self.dynamic_loss_scaling:
                 grown = self.loss_scale_good_steps + 1
