@@ -26,6 +26,7 @@ if _BACKEND == "tensorflow":
         checked_take,
         compile_function,
         stateless_normal,
+        stateless_uniform,
     )
 elif _BACKEND == "jax":
     from keras_svre.game.backend.jax import JAXGameTrainer as GameTrainer
@@ -33,6 +34,7 @@ elif _BACKEND == "jax":
         checked_take,
         compile_function,
         stateless_normal,
+        stateless_uniform,
     )
 else:
     raise ImportError(
@@ -40,4 +42,10 @@ else:
         f"{_BACKEND!r}: set KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax."
     )
 
-__all__ = ["GameTrainer", "checked_take", "compile_function", "stateless_normal"]
+__all__ = [
+    "GameTrainer",
+    "checked_take",
+    "compile_function",
+    "stateless_normal",
+    "stateless_uniform",
+]

@@ -344,3 +344,9 @@ def stateless_normal(shape, seed):
     """Normal numbers from a seed pair `[2]`: the same for the same seed."""
     key = ops.cast(seed, "uint32")
     return keras.random.normal(shape, seed=key)
+
+
+def stateless_uniform(shape, seed):
+    """Uniform numbers in [0, 1) from a seed pair `[2]`: the same for the same seed."""
+    key = ops.cast(seed, "uint32")
+    return keras.random.uniform(shape, seed=key)
