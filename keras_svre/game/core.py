@@ -109,7 +109,8 @@ class Game(GameTrainer, keras.Model):
         # run draws what an uninterrupted one would have.
         self.restart_draws = self.add_weight(
             shape=(),
-            dtype="int64",
+            # int64 on TensorFlow, int32 on JAX (no x64): Keras' "int".
+            dtype="int",
             initializer="zeros",
             trainable=False,
             name="restart_draws",
@@ -321,7 +322,8 @@ class Game(GameTrainer, keras.Model):
         )
         self.loss_scale_good_steps = self.add_weight(
             shape=(),
-            dtype="int64",
+            # int64 on TensorFlow, int32 on JAX (no x64): Keras' "int".
+            dtype="int",
             initializer="zeros",
             trainable=False,
             name="loss_scale_good_steps",
@@ -752,6 +754,7 @@ class Game(GameTrainer, keras.Model):
         # snapshot pass) starts.
         self.check_data(x, "training dataset")
         game_data.check_minibatches_stack(x, k)
+        self._check_player_losses(x)
         validation = kwargs.get("validation_data")
         if validation is not None:
             game_data.check_minibatches(validation, "`validation_data`")
@@ -819,6 +822,43 @@ class Game(GameTrainer, keras.Model):
                 "`drop_remainder=True`, the batch size may be larger than the "
                 "number of examples."
             )
+
+    def _check_player_losses(self, dataset) -> None:
+        """Refuses, in one sentence, losses that are not one scalar per player.
+
+        `compute_player_losses` is run once, eagerly, on the first minibatch
+        (its state changes discarded), before the first `fit` compiles the
+        step: inside the compiled step a missing key or a per-example loss
+        would surface as a backend's staging error, or not at all.
+        """
+        if getattr(self, "_player_losses_checked", False):
+            return
+        first = game_data.first(dataset)
+        if first is None:
+            return
+        if isinstance(first, list):
+            first = tuple(first)
+        # A scope without a state mapping: reads the variables, discards writes.
+        with keras.StatelessScope():
+            losses = self.compute_player_losses(first, training=True)
+        names = list(self._player_names)
+        keys = list(losses) if isinstance(losses, dict) else None
+        if keys is None or sorted(keys) != sorted(names):
+            received = keys if keys is not None else type(losses).__name__
+            raise ValueError(
+                "`compute_player_losses` must return a dict with one scalar loss "
+                f"per player, keyed by the players' names {names}. Received: "
+                f"{received}."
+            )
+        for name in names:
+            shape = tuple(getattr(losses[name], "shape", ()))
+            if shape:
+                raise ValueError(
+                    "`compute_player_losses` must return one scalar loss per "
+                    f"player (a mean over the minibatch, e.g. `keras.ops.mean`). "
+                    f"Received: a loss of shape {shape} for player {name!r}."
+                )
+        self._player_losses_checked = True
 
     def _data_error_messages(self) -> dict:
         """`{marker in a TensorFlow error: the sentence that explains it}`."""

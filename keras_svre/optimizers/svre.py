@@ -124,7 +124,8 @@ class SVRE(Extragradient):
         )
         self.snapshots_taken = self.add_variable(
             shape=(),
-            dtype="int64",
+            # int64 on TensorFlow, int32 on JAX (no x64): Keras' "int".
+            dtype="int",
             initializer="zeros",
             name="snapshots_taken",
             aggregation="only_first_replica",
@@ -136,7 +137,7 @@ class SVRE(Extragradient):
             # (also with gradient accumulation).
             self.average_start = self.add_variable(
                 shape=(),
-                dtype="int64",
+                dtype="int",
                 initializer="zeros",
                 name="average_start",
                 aggregation="only_first_replica",
