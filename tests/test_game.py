@@ -358,7 +358,7 @@ class _WrongLosses(keras_svre.BilinearGame):
         (
             "key",
             "`compute_player_losses` must return a dict with one scalar loss per "
-            "player, keyed by the players' names ['x', 'y']. Received: ['x', 'why'].",
+            "player, keyed by the players' names ['x', 'y']. Received: ['why', 'x'].",
         ),
         (
             "not a dict",

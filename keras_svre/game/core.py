@@ -11,6 +11,7 @@ from keras import ops
 from keras_svre import callbacks as game_callbacks
 from keras_svre import optimizers as game_optimizers
 from keras_svre.game import alternating, loss_scaling, snapshots
+from keras_svre.game import backend as game_backend
 from keras_svre.game import data as game_data
 from keras_svre.game.backend import GameTrainer
 from keras_svre.optimizers.methods import (
@@ -826,10 +827,11 @@ class Game(GameTrainer, keras.Model):
     def _check_player_losses(self, dataset) -> None:
         """Refuses, in one sentence, losses that are not one scalar per player.
 
-        `compute_player_losses` is run once, eagerly, on the first minibatch
-        (its state changes discarded), before the first `fit` compiles the
-        step: inside the compiled step a missing key or a per-example loss
-        would surface as a backend's staging error, or not at all.
+        `compute_player_losses` is traced once on the first minibatch (a
+        `tf.function` trace / `jax.eval_shape`: nothing runs, no state
+        moves), before the first `fit` compiles the step: inside the
+        compiled step a missing key or a per-example loss would surface as a
+        backend's staging error, or not at all.
         """
         if getattr(self, "_player_losses_checked", False):
             return
@@ -838,13 +840,19 @@ class Game(GameTrainer, keras.Model):
             return
         if isinstance(first, list):
             first = tuple(first)
-        # A scope without a state mapping: reads the variables, discards writes.
-        with keras.StatelessScope():
-            losses = self.compute_player_losses(first, training=True)
+
+        def losses_of_first():
+            # A scope without a state mapping: reads the variables, discards
+            # writes.
+            with keras.StatelessScope():
+                return self.compute_player_losses(first, training=True)
+
+        # Traced, not run: nothing is computed, no state moves.
+        losses = game_backend.trace(losses_of_first)
         names = list(self._player_names)
         keys = list(losses) if isinstance(losses, dict) else None
         if keys is None or sorted(keys) != sorted(names):
-            received = keys if keys is not None else type(losses).__name__
+            received = sorted(keys) if keys is not None else type(losses).__name__
             raise ValueError(
                 "`compute_player_losses` must return a dict with one scalar loss "
                 f"per player, keyed by the players' names {names}. Received: "

@@ -27,6 +27,7 @@ if _BACKEND == "tensorflow":
         compile_function,
         stateless_normal,
         stateless_uniform,
+        trace,
     )
 elif _BACKEND == "jax":
     from keras_svre.game.backend.jax import JAXGameTrainer as GameTrainer
@@ -35,6 +36,7 @@ elif _BACKEND == "jax":
         compile_function,
         stateless_normal,
         stateless_uniform,
+        trace,
     )
 else:
     raise ImportError(
@@ -48,4 +50,5 @@ __all__ = [
     "compile_function",
     "stateless_normal",
     "stateless_uniform",
+    "trace",
 ]
