@@ -618,8 +618,8 @@ def train(args, explicit: dict) -> dict:
     tensorboard = None
     if chief and not args.no_tensorboard and not _can_write_tensorboard(args):
         print(
-            "keras-svre train: no TensorBoard logs (writing them needs TensorFlow, "
-            "which is not installed)"
+            "keras-svre train: no TensorBoard logs (writing them needs TensorFlow "
+            "or tensorboardX, and neither is installed)"
         )
     elif chief and not args.no_tensorboard:
         log_dir = args.tensorboard or files / "tensorboard"
@@ -647,6 +647,7 @@ def train(args, explicit: dict) -> dict:
         jit_compile=jit,
         strategy=strategy,
         on_switch=switched,
+        checkpoint=checkpoint,
     )
     if guard.nonfinite_step is not None:
         where = (
@@ -680,7 +681,9 @@ def train(args, explicit: dict) -> dict:
                 "says nothing of a folder of your own images"
             }
         elif evaluates:
-            summary["evaluation"] = evaluator(gan)
+            summary["evaluation"] = run.after_training(
+                "the final evaluation", evaluator, gan, checkpoint
+            )
             if tensorboard is not None:
                 tensorboard.write_scalars(
                     _flat_evaluation(summary["evaluation"]), summary["iterations"]
@@ -1096,9 +1099,11 @@ class _Evaluator:
     def _real_images(self):
         import numpy as np
 
+        from keras_svre.game import data as game_data
+
         batches = [
-            element[-1] if isinstance(element, tuple) else element
-            for element in self.real_images.as_numpy_iterator()
+            element[-1] if isinstance(element, (tuple, list)) else element
+            for element in game_data.iterate(self.real_images)
         ]
         return (np.concatenate(batches).astype("float32") + 1.0) / 2.0
 
@@ -1148,25 +1153,24 @@ def _can_write_tensorboard(args) -> bool:
     Without TensorFlow (the JAX backend alone), the default logs are left out;
     an explicit `--tensorboard DIR` is an error.
     """
-    import importlib.util
+    from keras_svre import summaries
 
-    if importlib.util.find_spec("tensorflow") is not None:
+    if summaries.available():
         return True
     if args.tensorboard is not None:
         raise UsageError(
-            "--tensorboard needs TensorFlow (its summary writer), which is not "
-            "installed: pip install tensorflow, or drop --tensorboard"
+            "--tensorboard needs TensorFlow or tensorboardX, and neither is "
+            'installed: pip install "keras-svre[jax]", or drop --tensorboard'
         )
     return False
 
 
-def _which_generator(gan, which) -> tuple[str, str]:
+def _which_generator(gan, which, path) -> tuple[str, str]:
     """The generator `--which` names, and why (for the report)."""
     if which == "best":
-        return gan.default_generator, (
-            " (the model's default: the generator that scored best in the "
-            "evaluation before it was saved)"
-        )
+        from keras_svre import run
+
+        return gan.default_generator, run.why_default_generator(gan, path)
     return which, ""
 
 
@@ -1210,7 +1214,7 @@ def sample(args) -> None:
                 "new folder"
             )
     gan = _load_gan(path)
-    which, why = _which_generator(gan, args.which)
+    which, why = _which_generator(gan, args.which, path)
     images = (gan.generate(args.num, which=which, seed=args.seed) + 1.0) / 2.0
     images = np.clip(images, 0.0, 1.0).astype("float32")
     written = []
@@ -1302,7 +1306,7 @@ def export(args) -> None:
             )
     _check_can_create(out.parent, "the folder of --out")
     gan = _load_gan(path)
-    which, why = _which_generator(gan, args.which)
+    which, why = _which_generator(gan, args.which, path)
     generator = gan.generator_model(which)
     _make_folder(out.parent, "the folder of --out")
     try:

@@ -155,6 +155,11 @@ class GAN(Game):
                     "or a subclassed one called once on a batch)."
                 )
         generator_latent = _input_size(generator)
+        if latent_dim is not None and (not _is_integer(latent_dim) or latent_dim < 1):
+            raise ValueError(
+                "Argument `latent_dim` must be a positive integer. "
+                f"Received: latent_dim={latent_dim!r}."
+            )
         if latent_dim is None:
             latent_dim = generator_latent
         elif generator_latent is not None and int(latent_dim) != generator_latent:
@@ -174,15 +179,25 @@ class GAN(Game):
                 "logits (they apply the sigmoid themselves, stably): remove the "
                 "final sigmoid (e.g. `Dense(1)` without `activation='sigmoid'`)."
             )
-        if num_examples is None or int(num_examples) < 1:
+        if num_examples is None:
             raise ValueError(
                 "`num_examples` (the number of training examples, i.e. the size of "
                 "the size of the finite sum) is required, e.g. "
                 "`num_examples=data.num_examples` with `keras_svre.data.load`."
             )
-        if not 0.0 <= ema_decay < 1.0:
+        if not _is_integer(num_examples) or num_examples < 1:
             raise ValueError(
-                f"Argument `ema_decay` must be in [0, 1). Received: ema_decay={ema_decay}."
+                "Argument `num_examples` (the number of training examples) must "
+                f"be a positive integer. Received: num_examples={num_examples!r}."
+            )
+        if (
+            isinstance(ema_decay, bool)
+            or not isinstance(ema_decay, (int, float, np.number))
+            or not 0.0 <= ema_decay < 1.0
+        ):
+            raise ValueError(
+                f"Argument `ema_decay` must be a number in [0, 1). "
+                f"Received: ema_decay={ema_decay!r}."
             )
         if latents not in LATENT_SCHEDULES:
             raise ValueError(
@@ -217,7 +232,8 @@ class GAN(Game):
         )
         self.average_count = self.add_weight(
             shape=(),
-            dtype="int64",
+            # int64 on TensorFlow, int32 on JAX (no x64): Keras' "int".
+            dtype="int",
             initializer="zeros",
             trainable=False,
             name="average_count",
@@ -471,7 +487,10 @@ class GAN(Game):
                 "`keras_svre.data.index_examples` before shuffling and batching."
             )
         self._check_image_shape(spec, what)
-        self._check_indices(dataset, what)
+        # Held-out minibatches (evaluation, validation) are another split's
+        # examples: they get fresh latents, not the bank's.
+        if what in ("training dataset", "snapshot dataset"):
+            self._check_indices(dataset, what)
 
     def _check_indices(self, dataset, what):
         """Refuses NumPy data with an index outside the finite sum (read on the host)."""
@@ -534,6 +553,25 @@ class GAN(Game):
             return [ops.convert_to_tensor(v) / debias for v in self.generator_ema]
         raise ValueError(
             f"`which` must be 'current', 'average' or 'ema'. Received: {which!r}."
+        )
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
+        """Exports the default generator (latents -> images) for inference.
+
+        A GAN is a game, not one function: what is served is its generator
+        (`default_generator`), as `keras-svre export` does. This is
+        `generator_model().export(...)` (Keras' `Model.export`; for another
+        generator, call that on `generator_model(which)`).
+
+        Args:
+            filepath: Where to write the artifact.
+            format: Keras' export format. Defaults to `"tf_saved_model"`
+                (which needs TensorFlow).
+            verbose: Passed to Keras' `Model.export`.
+            **kwargs: Passed to Keras' `Model.export`.
+        """
+        return self.generator_model().export(
+            filepath, format=format, verbose=verbose, **kwargs
         )
 
     def generator_model(self, which: str | None = None) -> keras.Model:
@@ -847,6 +885,11 @@ def _shape_text(spec):
     if shape is None:
         return "?"
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def _is_integer(value) -> bool:
+    """An integer (a NumPy one too), not a bool, a float or a string."""
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
 
 
 def _input_size(model):

@@ -16,8 +16,10 @@ many of that epoch's batches were already used (they are skipped).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import pathlib
 import re
 
 import keras
@@ -257,14 +259,6 @@ class RunConfig:
                     name,
                     f"unknown {{setting}} {getattr(self, name)!r}; choose one of "
                     f"{', '.join(choices)}",
-                )
-        backend = keras.backend.backend()
-        for name, value in (("gradient_penalty", penalty), ("n_dis", self.n_dis)):
-            if value is not None and backend != "tensorflow":
-                raise ConfigError(
-                    name,
-                    f"{{setting}} runs on Keras' TensorFlow backend only for now; "
-                    f"this is the {backend} backend (KERAS_BACKEND=tensorflow)",
                 )
         if self.update_point != "extrapolated" and not self.main_method.extrapolates:
             raise ConfigError(
@@ -667,6 +661,7 @@ def train_phases(
     jit_compile="auto",
     strategy=None,
     on_switch=None,
+    checkpoint=None,
 ):
     """Trains `game` through the run's phases from where it stands (resume-exact).
 
@@ -688,14 +683,19 @@ def train_phases(
         strategy: The distribution strategy the game lives in (compiles
             happen in its scope).
         on_switch: Called with the new phase when a phase hands over.
+        checkpoint: A `.keras` path: if training fails with an error, the
+            game's latest state is saved there before `TrainingError` (which
+            names the phase) is raised.
 
     Returns:
         `(reports, history)`: one report per phase (see `Phase.report`) and
         a `keras.callbacks.History` over all `fit` calls. A run stopped by a
         non-finite iteration ends early; `reports` cover what ran.
-    """
-    import contextlib
 
+    Raises:
+        TrainingError: for any error raised while a phase trains (the
+            original error is its cause).
+    """
     import keras
 
     history = keras.callbacks.History()
@@ -720,22 +720,141 @@ def train_phases(
         # With the length given in steps, the last phase runs to them.
         open_ended = index == len(phases) - 1 and config.steps is not None
         counts = _RunCounts(phase, reports, pass_cost)
-        stopped = _train_phase(
-            game,
-            phase,
-            open_ended,
-            before,
-            total,
-            epoch_data,
-            [counts, *(callbacks or [])],
-            verbose,
-            history,
-        )
+        where = _phase_name(phases, index)
+        with _saved_on_failure(game, where, checkpoint, before):
+            stopped = _train_phase(
+                game,
+                phase,
+                open_ended,
+                before,
+                total,
+                epoch_data,
+                [counts, *(callbacks or [])],
+                verbose,
+                history,
+            )
         reports.append(phase.report(game, pass_cost))
         before += game.iterations
         if stopped or before >= total:
             break
     return reports, history
+
+
+class TrainingError(RuntimeError):
+    """A run that failed after training started; says where, and what was saved."""
+
+
+def _phase_name(phases, index) -> str:
+    phase = phases[index]
+    name = f"the {phase.method.name} phase"
+    if len(phases) > 1:
+        name += f" ({'warm start, ' if index == 0 else ''}{index + 1} of {len(phases)})"
+    return name
+
+
+@contextlib.contextmanager
+def _saved_on_failure(game, where, checkpoint, before=0):
+    """Saves `game` to `checkpoint` if the block raises; raises `TrainingError`.
+
+    The error names `where` (a phase, or the work after training) and the
+    iteration, and says what was saved: a state whose weights are finite.
+    `before` is the run's iterations before the game's own count.
+    """
+    try:
+        yield
+    except Exception as e:
+        iteration = before + _game_iterations(game)
+        saved = _save_latest(game, checkpoint)
+        if saved:
+            state = (
+                f"the latest state (iteration {iteration}) is saved in {checkpoint}: "
+                "continue with `keras-svre train --resume --out "
+                f"{pathlib.Path(checkpoint).parent}`"
+            )
+        elif checkpoint is not None:
+            state = f"the last good checkpoint, if any, is {checkpoint}"
+        else:
+            state = "nothing was saved"
+        raise TrainingError(
+            f"{where} failed at iteration {iteration} with "
+            f"{type(e).__name__}: {e} ({state})."
+        ) from e
+
+
+def _game_iterations(game) -> int:
+    try:
+        return int(game.iterations)
+    except Exception:  # noqa: BLE001 - the count is only for the message
+        return 0
+
+
+def _save_latest(game, checkpoint) -> bool:
+    """Saves `game` to `checkpoint` if its weights are finite; whether it did."""
+    if checkpoint is None:
+        return False
+    from keras_svre import callbacks
+
+    try:
+        # On JAX the running `fit`'s state is held outside the variables.
+        sync = getattr(game, "_sync_state", None)
+        if sync is not None:
+            sync()
+        if not all(np.all(np.isfinite(v.numpy())) for v in game.weights):
+            return False
+        callbacks.save_atomically(game, checkpoint)
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        return False
+    return True
+
+
+def after_training(what, function, game, checkpoint):
+    """`function(game)` for the work after training (an evaluation, a save).
+
+    If it fails, the trained game is saved to `checkpoint` first, and
+    `TrainingError` names `what`.
+    """
+    where = f"{what} (training had finished)"
+    with _saved_on_failure(game, where, checkpoint):
+        return function(game)
+
+
+def why_default_generator(gan, model_path) -> str:
+    """Why a saved GAN samples its `default_generator` (for `keras-svre sample`).
+
+    An evaluation chose it only where the run's records say so: the final
+    evaluation in `metrics.json` beside `model.keras`, or `--best-by`'s
+    record (`best.json`) beside `best.keras`. Otherwise it is the default the
+    GAN was built with.
+    """
+    path = pathlib.Path(model_path)
+    default = gan.default_generator
+    best = _read_json(path.with_suffix(".json"))
+    if best.get("generator") == default and "monitor" in best:
+        return (
+            f" (the model's default: the generator that scored best by "
+            f"{best['monitor']} in the evaluations during training)"
+        )
+    summary = _read_json(path.parent / "metrics.json")
+    evaluation = summary.get("evaluation")
+    if path.name == "model.keras" and isinstance(evaluation, dict):
+        if evaluation.get("best") == default:
+            return (
+                " (the model's default: the generator that scored best in "
+                "the evaluation before it was saved)"
+            )
+    return (
+        " (the model's default generator; no evaluation of this model chose it: "
+        "give --which to pick one)"
+    )
+
+
+def _read_json(path) -> dict:
+    """A JSON object from `path`; `{}` if there is none."""
+    try:
+        value = json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 # The counts `train_phases` adds to the logs.

@@ -323,3 +323,60 @@ def test_losses_by_hand(loss):
         expected[0], rel=1e-6
     )
     assert float(pair.generator_loss(fake)) == pytest.approx(expected[1], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (
+            {"num_examples": "128"},
+            "Argument `num_examples` (the number of training examples) must be a "
+            "positive integer. Received: num_examples='128'.",
+        ),
+        (
+            {"num_examples": 12.0},
+            "Received: num_examples=12.0.",
+        ),
+        (
+            {"num_examples": 0},
+            "Received: num_examples=0.",
+        ),
+        (
+            {"num_examples": N, "latent_dim": "3"},
+            "Argument `latent_dim` must be a positive integer. Received: "
+            "latent_dim='3'.",
+        ),
+        (
+            {"num_examples": N, "ema_decay": "0.999"},
+            "Argument `ema_decay` must be a number in [0, 1). Received: "
+            "ema_decay='0.999'.",
+        ),
+    ],
+)
+def test_wrongly_typed_arguments_are_refused(arguments, message):
+    gan = linear_gan()
+    with pytest.raises(ValueError) as raised:
+        keras_svre.GAN(gan.generator, gan.discriminator, **arguments)
+    assert message in str(raised.value)
+    assert (
+        keras_svre.GAN(
+            gan.generator, gan.discriminator, num_examples=np.int64(N)
+        ).num_examples
+        == N
+    )
+
+
+@pytest.mark.skipif(
+    BACKEND != "tensorflow", reason="Keras exports SavedModels with TensorFlow"
+)
+def test_export_writes_the_default_generator(tmp_path):
+    import tensorflow as tf
+
+    gan = linear_gan(dtype="float32")
+    gan.compile(optimizer=keras_svre.SVRE(0.1))
+    gan.export(tmp_path / "generator", verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "generator"))
+    latents = np.random.default_rng(0).normal(size=(5, LATENT)).astype("float32")
+    np.testing.assert_allclose(
+        served.serve(latents).numpy(), numpy(gan.generate(latents)), rtol=1e-6
+    )

@@ -98,7 +98,8 @@ def _add_state(game, initial_scale) -> None:
     )
     game.loss_scale_good_steps = game.add_weight(
         shape=(),
-        dtype="int64",
+        # int64 on TensorFlow, int32 on JAX (no x64): Keras' "int".
+        dtype="int",
         initializer="zeros",
         trainable=False,
         name="loss_scale_good_steps",

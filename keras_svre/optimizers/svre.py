@@ -309,7 +309,8 @@ class SVRE(Extragradient):
             self._field_variances = self._add_scalar_slots(var_list, "field_variance")
         self.snapshots_taken = self.add_variable(
             shape=(),
-            dtype="int64",
+            # int64 on TensorFlow, int32 on JAX (no x64): Keras' "int".
+            dtype="int",
             initializer="zeros",
             name="snapshots_taken",
             aggregation="only_first_replica",
@@ -321,7 +322,7 @@ class SVRE(Extragradient):
             # (also with gradient accumulation).
             self.average_start = self.add_variable(
                 shape=(),
-                dtype="int64",
+                dtype="int",
                 initializer="zeros",
                 name="average_start",
                 aggregation="only_first_replica",

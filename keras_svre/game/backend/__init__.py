@@ -26,6 +26,8 @@ if _BACKEND == "tensorflow":
         checked_rows,
         compile_function,
         stateless_normal,
+        stateless_uniform,
+        trace,
     )
 elif _BACKEND == "jax":
     from keras_svre.game.backend.jax import JAXGameTrainer as GameTrainer
@@ -33,6 +35,8 @@ elif _BACKEND == "jax":
         checked_rows,
         compile_function,
         stateless_normal,
+        stateless_uniform,
+        trace,
     )
 else:
     raise ImportError(
@@ -40,4 +44,11 @@ else:
         f"{_BACKEND!r}: set KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax."
     )
 
-__all__ = ["GameTrainer", "checked_rows", "compile_function", "stateless_normal"]
+__all__ = [
+    "GameTrainer",
+    "checked_rows",
+    "compile_function",
+    "stateless_normal",
+    "stateless_uniform",
+    "trace",
+]

@@ -343,3 +343,15 @@ def stateless_normal(shape, seed):
     """Normal numbers from a seed pair `[2]`: the same for the same seed."""
     key = ops.cast(seed, "uint32")
     return keras.random.normal(shape, seed=key)
+
+
+def stateless_uniform(shape, seed):
+    """Uniform numbers in [0, 1) from a seed pair `[2]`: the same for the same seed."""
+    key = ops.cast(seed, "uint32")
+    return keras.random.uniform(shape, seed=key)
+
+
+def trace(function):
+    """What `function()` returns, traced (`jax.eval_shape`: nothing runs): its
+    structure, with `ShapeDtypeStruct`s for arrays."""
+    return jax.eval_shape(function)
