@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -143,3 +144,50 @@ def uniform(seed: int, version, index, dtype="float32"):
     counter = (words, ops.add(ops.zeros_like(words), _u32(_INTERPOLATION_WORD)))
     first, _ = threefry2x32(_key(seed, version), counter)
     return _unit_interval(first, dtype)
+
+
+# The GAN's side: the per-epoch schedule, and files saved with a noise bank.
+class LatentEpochs(keras.callbacks.Callback):
+    """Sets the latents' version to the epoch, for the `"per-epoch"` schedule.
+
+    The version is the epoch's number (not a count of epochs begun), so a run
+    resumed mid-epoch draws what the uninterrupted one did.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.model.latent_schedule == "per-epoch":
+            self.model.advance_latents(version=epoch)
+
+
+class _StoreWithoutBanks:
+    """A variables store (`load_own_variables`) with an old file's banks dropped."""
+
+    def __init__(self, store, keys):
+        self._store = store
+        self._keys = keys
+
+    def keys(self):
+        return [str(i) for i in range(len(self._keys))]
+
+    def __len__(self):
+        return len(self._keys)
+
+    def __getitem__(self, key):
+        source = self._keys[int(key)]
+        return np.zeros((), "int32") if source is None else self._store[source]
+
+
+def without_noise_bank(store, gan):
+    """`store`, or a view of it without the noise and interpolation banks."""
+    own = gan._trainable_variables + gan._non_trainable_variables
+    at = next(i for i, v in enumerate(own) if v is gan.latent_version)
+    bank_shape = (gan.num_examples, gan.latent_dim)
+    if len(store.keys()) <= at or tuple(store[str(at)].shape) != bank_shape:
+        return store
+    # [..., restart_draws, noise_bank, (interpolation_bank,) ...]: the version
+    # (None: zero) takes the noise bank's place.
+    keys = [str(i) for i in range(len(store.keys()))]
+    rest = keys[at + 1 :]
+    if rest and tuple(store[rest[0]].shape) == (gan.num_examples,):
+        rest = rest[1:]
+    return _StoreWithoutBanks(store, [*keys[:at], None, *rest])

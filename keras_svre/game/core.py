@@ -11,7 +11,6 @@ from keras import ops
 from keras_svre import callbacks as game_callbacks
 from keras_svre import optimizers as game_optimizers
 from keras_svre.game import alternating, compiling, loss_scaling, snapshots
-from keras_svre.game import backend as game_backend
 from keras_svre.game import data as game_data
 from keras_svre.game.backend import GameTrainer
 from keras_svre.game.compiled import CompiledGame
@@ -594,7 +593,7 @@ class Game(CompiledGame, GameTrainer, keras.Model):
         # snapshot pass) starts.
         self.check_data(x, "training dataset")
         game_data.check_minibatches_stack(x, k)
-        self._check_player_losses(x)
+        game_data.check_player_losses(self, x)
         validation = kwargs.get("validation_data")
         if validation is not None:
             game_data.check_minibatches(validation, "`validation_data`")
@@ -662,50 +661,6 @@ class Game(CompiledGame, GameTrainer, keras.Model):
                 "`drop_remainder=True`, the batch size may be larger than the "
                 "number of examples."
             )
-
-    def _check_player_losses(self, dataset) -> None:
-        """Refuses, in one sentence, losses that are not one scalar per player.
-
-        `compute_player_losses` is traced once on the first minibatch (a
-        `tf.function` trace / `jax.eval_shape`: nothing runs, no state
-        moves), before the first `fit` compiles the step: inside the
-        compiled step a missing key or a per-example loss would surface as a
-        backend's staging error, or not at all.
-        """
-        if getattr(self, "_player_losses_checked", False):
-            return
-        first = game_data.first(dataset)
-        if first is None:
-            return
-        if isinstance(first, list):
-            first = tuple(first)
-
-        def losses_of_first():
-            # A scope without a state mapping: reads the variables, discards
-            # writes.
-            with keras.StatelessScope():
-                return self.compute_player_losses(first, training=True)
-
-        # Traced, not run: nothing is computed, no state moves.
-        losses = game_backend.trace(losses_of_first)
-        names = list(self._player_names)
-        keys = list(losses) if isinstance(losses, dict) else None
-        if keys is None or sorted(keys) != sorted(names):
-            received = sorted(keys) if keys is not None else type(losses).__name__
-            raise ValueError(
-                "`compute_player_losses` must return a dict with one scalar loss "
-                f"per player, keyed by the players' names {names}. Received: "
-                f"{received}."
-            )
-        for name in names:
-            shape = tuple(getattr(losses[name], "shape", ()))
-            if shape:
-                raise ValueError(
-                    "`compute_player_losses` must return one scalar loss per "
-                    f"player (a mean over the minibatch, e.g. `keras.ops.mean`). "
-                    f"Received: a loss of shape {shape} for player {name!r}."
-                )
-        self._player_losses_checked = True
 
     def _data_error_messages(self) -> dict:
         """`{marker in a TensorFlow error: the sentence that explains it}`."""

@@ -264,3 +264,50 @@ def all_finite(tensors):
     """Whether every tensor (`None`s skipped) is finite, as a boolean tensor."""
     checks = [ops.all(ops.isfinite(t)) for t in tensors if t is not None]
     return ops.all(ops.stack(checks)) if checks else ops.convert_to_tensor(True)
+
+
+def check_player_losses(game, dataset) -> None:
+    """Refuses, in one sentence, losses that are not one scalar per player.
+
+    `compute_player_losses` is traced once on the first minibatch (a
+    `tf.function` trace / `jax.eval_shape`: nothing runs, no state
+    moves), before the first `fit` compiles the step: inside the
+    compiled step a missing key or a per-example loss would surface as a
+    backend's staging error, or not at all.
+    """
+    if getattr(game, "_player_losses_checked", False):
+        return
+    from keras_svre.game import backend as game_backend
+
+    batch = first(dataset)
+    if batch is None:
+        return
+    if isinstance(batch, list):
+        batch = tuple(batch)
+
+    def losses_of_first():
+        # A scope without a state mapping: reads the variables, discards
+        # writes.
+        with keras.StatelessScope():
+            return game.compute_player_losses(batch, training=True)
+
+    # Traced, not run: nothing is computed, no state moves.
+    losses = game_backend.trace(losses_of_first)
+    names = list(game.player_names)
+    keys = list(losses) if isinstance(losses, dict) else None
+    if keys is None or sorted(keys) != sorted(names):
+        received = sorted(keys) if keys is not None else type(losses).__name__
+        raise ValueError(
+            "`compute_player_losses` must return a dict with one scalar loss "
+            f"per player, keyed by the players' names {names}. Received: "
+            f"{received}."
+        )
+    for name in names:
+        shape = tuple(getattr(losses[name], "shape", ()))
+        if shape:
+            raise ValueError(
+                "`compute_player_losses` must return one scalar loss per "
+                f"player (a mean over the minibatch, e.g. `keras.ops.mean`). "
+                f"Received: a loss of shape {shape} for player {name!r}."
+            )
+    game._player_losses_checked = True
