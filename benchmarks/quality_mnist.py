@@ -73,7 +73,21 @@ METHODS = {
     # for the first `--warm-evaluations`, then SVRE with its settings above.
     # The warm length was picked on seed 100, which is never reported.
     "svre-ws": {"warm_start": "adam", "then": "svre", "label": "SVRE-GAN-WS"},
+    # alpha-SVRE (issue 21): the coefficient on the correction estimated
+    # from running averages ("optimal", the optimizer's provisional
+    # defaults), with plain and Adam steps, and the one-minibatch variant
+    # (3 evaluations per iteration).
+    "svre-opt": {"label": "alpha-SVRE"},
+    "svre-vrad-opt": {"beta_1": 0.5, "label": "alpha-SVRE-VRAd"},
+    "svre-vrad-opt-1mb": {
+        "method": "svre-vrad-opt",
+        "beta_1": 0.5,
+        "one_minibatch": True,
+        "label": "alpha-SVRE-VRAd, one minibatch",
+    },
 }
+# Settings of a METHODS entry that are not optimizer arguments.
+_NOT_OPTIMIZER = ("label", "warm_start", "then", "method", "one_minibatch")
 GENERATORS = ("current", "average", "ema")
 CLASSIFIERS = ("paper", "project")
 SUMMARY_KEYS = (
@@ -163,7 +177,8 @@ def _settings(method):
     """A method's recorded settings, its step size from the method table included."""
     settings = dict(METHODS[method])
     if "warm_start" not in settings:
-        settings["learning_rate"] = optimizers.method(method).learning_rate
+        table = optimizers.method(settings.get("method", method))
+        settings["learning_rate"] = table.learning_rate
     return settings
 
 
@@ -171,7 +186,10 @@ def _cost_per_iteration(method):
     """Minibatch evaluations per iteration, from the method table."""
     settings = METHODS[method]
     if "warm_start" not in settings:
-        return optimizers.method(method).evaluations_per_iteration()
+        table = optimizers.method(settings.get("method", method))
+        return table.evaluations_per_iteration(
+            one_minibatch=settings.get("one_minibatch", False)
+        )
     warm, then = (optimizers.method(settings[k]) for k in ("warm_start", "then"))
     return (
         f"{warm.evaluations_per_iteration()} (warm start), "
@@ -218,13 +236,12 @@ def train_one(method, seed, args, classifiers):
     for index, (name, settings, until) in enumerate(phases(method, args)):
         if spent >= until:
             continue
-        kwargs = {
-            k: v
-            for k, v in settings.items()
-            if k not in ("label", "warm_start", "then")
-        }
-        table = optimizers.method(name)
-        gan.compile(optimizer=table.build(table.learning_rate, **kwargs))
+        kwargs = {k: v for k, v in settings.items() if k not in _NOT_OPTIMIZER}
+        table = optimizers.method(settings.get("method", name))
+        gan.compile(
+            optimizer=table.build(table.learning_rate, **kwargs),
+            one_minibatch=settings.get("one_minibatch", False),
+        )
         count = GradientEvaluationCount(gan, pass_cost, offset=spent)
         # Iterations between measurements, from the expected cost of an
         # iteration (SVRE: 4 plus one pass of n evaluations every n
