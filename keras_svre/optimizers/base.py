@@ -160,7 +160,7 @@ class GameOptimizer(keras.optimizers.Optimizer):
         _check_beta("beta_2", beta_2)
         _check_number("epsilon", epsilon, ">= 0")
         # Keras' own checks of these come at the first step, or never.
-        for name, value in (
+        for argument, value in (
             ("weight_decay", weight_decay),
             ("clipnorm", clipnorm),
             ("clipvalue", clipvalue),
@@ -168,7 +168,7 @@ class GameOptimizer(keras.optimizers.Optimizer):
             ("ema_momentum", ema_momentum),
         ):
             if value is not None:
-                _check_number(name, value, "(or None)")
+                _check_number(argument, value, "(or None)")
         if not epsilon >= 0:
             raise ValueError(
                 f"Argument `epsilon` must be >= 0. Received: epsilon={epsilon}."
