@@ -537,7 +537,8 @@ class RunConfig:
 
     def build_gan(self, num_examples: int, phase: Phase, jit_compile="auto"):
         """New networks and a GAN over them, compiled for `phase`."""
-        from keras_svre import GAN, models
+        from keras_svre import models
+        from keras_svre.gan import GAN
 
         options = {} if self.batch_norm else {"batch_norm": False}
         try:

@@ -153,7 +153,7 @@ def check_value(name: str, value):
         raise ConfigError(
             name,
             f"{{setting}} must be {_KIND_NAMES[spec.kind]}; received {value!r} "
-            f"(a {_kind_of(value)})",
+            f"({_kind_of(value)})",
         )
     if spec.kind is float:
         value = float(value)
@@ -183,17 +183,18 @@ def _has_kind(value, kind) -> bool:
 
 
 def _kind_of(value) -> str:
-    """A value's type in the words of a settings file."""
-    for kind in (bool, int, float, str):
+    """A value's type in the words of a settings file, with its article."""
+    for kind, words in (
+        (bool, "a boolean"),
+        (int, "an integer"),
+        (float, "a number"),
+        (str, "a string"),
+        (dict, "a table"),
+        ((list, tuple), "a list"),
+    ):
         if isinstance(value, kind):
-            return {bool: "boolean", int: "integer", float: "number", str: "string"}[
-                kind
-            ]
-    if isinstance(value, dict):
-        return "table"
-    if isinstance(value, (list, tuple)):
-        return "list"
-    return type(value).__name__
+            return words
+    return f"a {type(value).__name__}"
 
 
 SETTINGS_FILE_SUFFIXES = (".json", ".toml")
