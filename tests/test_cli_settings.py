@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -366,3 +367,27 @@ def test_the_readme_alternating_example_runs(tmp_path, data_dir):
     small = ["--take", "256", "--batch-size", "32", "--width", "2", "--steps", "1"]
     small += ["--no-evaluate", "--verbose", "0", "--data-dir", data_dir]
     assert cli.main([*command, *small, "--out", os.fspath(tmp_path / "run")]) == 0
+
+
+@pytest.mark.slow
+def test_the_readme_sample_and_export_commands_run(tmp_path, monkeypatch, data_dir):
+    """Every `keras-svre sample` / `export` of the README, as written but for
+    fewer images, on a tiny run standing in for the README's runs."""
+    monkeypatch.chdir(tmp_path)
+    run = Path("runs/mnist-vrad")
+    argv = ["train", *TINY, "--steps", "1", "--batch-size", "64"]
+    assert cli.main([*argv, "--data-dir", data_dir, "--out", os.fspath(run)]) == 0
+    (run / "best.keras").write_bytes((run / "model.keras").read_bytes())
+    os.symlink("mnist-vrad", "runs/latest")
+    commands = [c for c in _readme_commands() if c[0] in ("sample", "export")]
+    assert len(commands) >= 5
+    for command in commands:
+        if "--num" in command:
+            command[command.index("--num") + 1] = "8"
+        # Two examples write the same SavedModel folder: each runs on its own.
+        shutil.rmtree("generator_savedmodel", ignore_errors=True)
+        assert cli.main(command) == 0, command
+    assert Path("best.png").stat().st_size > 0
+    assert len(list(Path("pngs").glob("*.png"))) == 8
+    assert Path("generator.keras").is_file()
+    assert Path("generator_savedmodel/saved_model.pb").is_file()

@@ -126,11 +126,21 @@ class RunConfig:
         optional=True,
     )
     gradient_penalty_weight: float = setting(
-        10.0, float, "WGAN-GP's lambda or R1's gamma", **_POSITIVE
+        10.0,
+        float,
+        "WGAN-GP's lambda or R1's gamma",
+        rule="a positive number",
+        **_POSITIVE,
     )
     method: str = setting("svre-vrad", str, _method_help)
     n_dis: int | None = setting(
-        None, int, _n_dis_help, optional=True, metavar="N", **_AT_LEAST_1
+        None,
+        int,
+        _n_dis_help,
+        optional=True,
+        metavar="N",
+        rule="a positive integer",
+        **_AT_LEAST_1,
     )
     lr: float | None = setting(
         None,

@@ -46,6 +46,8 @@ class Spec:
             for `_`); `None`: a setting of settings files and Python only.
         default_help: What the help says of the default, where the
             default is `None` and means something ("per method").
+        rule: The rule in words ("a positive integer"), for a setting
+            whose errors say so rather than its type and range apart.
     """
 
     kind: type
@@ -59,6 +61,7 @@ class Spec:
     metavar: str | None = None
     flag: str | None = ""
     default_help: str | None = None
+    rule: str | None = None
 
     def help_text(self) -> str:
         return self.help() if callable(self.help) else self.help
@@ -149,6 +152,10 @@ def check_value(name: str, value):
         raise ConfigError(
             name, f"{{setting}} must be {_KIND_NAMES[spec.kind]}, not None"
         )
+    if spec.rule is not None and not (
+        _has_kind(value, spec.kind) and _finite(value) and spec.in_range(value)
+    ):
+        raise ConfigError(name, f"{{setting}} must be {spec.rule}; received {value!r}")
     if not _has_kind(value, spec.kind):
         raise ConfigError(
             name,
@@ -170,6 +177,10 @@ def check_value(name: str, value):
             name, f"{{setting}} must be {spec.range_text()}; received {value!r}"
         )
     return value
+
+
+def _finite(value) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def _has_kind(value, kind) -> bool:
