@@ -24,18 +24,23 @@ class UsageError(Exception):
 
 
 def check_model_file(model) -> pathlib.Path:
-    """`--model`: a file that exists and is a .keras archive (a zip file)."""
+    """`--model`: a file that exists (`check_intact` reads it)."""
     path = pathlib.Path(model)
     if not path.exists():
         raise UsageError(f"no such model file: {path}")
     if path.is_dir():
         raise UsageError(f"--model {path} is a folder: give a .keras file")
+    return path
+
+
+def check_intact(path) -> None:
+    """A .keras file is a zip archive: one that is not was cut short or damaged
+    (Keras would call it "not found")."""
     if not zipfile.is_zipfile(path):
         raise UsageError(
             f"{path} is corrupt or truncated (a .keras file is a zip archive, and "
             "this one cannot be read as one): give an intact .keras file"
         )
-    return path
 
 
 def load_gan(path):

@@ -12,6 +12,7 @@ from keras_svre.cli.common import (
     WHICH,
     WHICH_HELP,
     UsageError,
+    check_intact,
     check_model_file,
     load_gan,
     which_generator,
@@ -111,6 +112,7 @@ def run(args) -> None:
     saved_model = args.format == "savedmodel"
     path = check_model_file(args.model)
     _check_arguments(args, path, out, saved_model)
+    check_intact(path)
     gan = load_gan(path)
     which, why = which_generator(gan, args.which)
     generator = gan.generator_model(which)

@@ -11,6 +11,7 @@ from keras_svre.cli.common import (
     WHICH,
     WHICH_HELP,
     UsageError,
+    check_intact,
     check_model_file,
     load_gan,
     which_generator,
@@ -86,6 +87,7 @@ def run(args) -> None:
     if args.num < 1:
         raise UsageError("--num must be at least 1")
     out, grid, png_dir = _outputs(args)
+    check_intact(path)
     gan = load_gan(path)
     which, why = which_generator(gan, args.which)
     images = (gan.generate(args.num, which=which, seed=args.seed) + 1.0) / 2.0

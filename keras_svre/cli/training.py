@@ -316,11 +316,11 @@ class _MeasurementsToTensorBoard(keras.callbacks.Callback):
 
 def _load_checkpoint(path, finite_sum):
     import keras_svre  # noqa: F401  (registers the classes for loading)
-    from keras_svre.cli.common import check_model_file
+    from keras_svre.cli.common import check_intact
 
     if not path.exists():
         raise UsageError(f"nothing to resume: no checkpoint {path}")
-    check_model_file(path)
+    check_intact(path)
     try:
         gan = keras.models.load_model(path)
     except Exception as e:  # noqa: BLE001 - any load failure is the file's
