@@ -208,6 +208,7 @@ def train_one(method, seed, args, classifiers):
         num_examples=finite_sum.num_examples,
         ema_decay=args.ema_decay,
         seed=seed,
+        latents=args.latents,
     )
     pass_cost = finite_sum.num_examples / finite_sum.batch_size
     spent, iterations_before, snapshots_before = 0.0, 0, 0
@@ -492,6 +493,13 @@ def _parser():
         help="EMA of the generator (short runs need a short horizon)",
     )
     parser.add_argument(
+        "--latents",
+        default="auto",
+        choices=keras_svre.gan.LATENT_SCHEDULES,
+        help="when the latents are drawn anew (auto: per snapshot for SVRE, per "
+        "epoch otherwise)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -589,6 +597,11 @@ def _config(args, finite_sum):
         "eval_every": args.eval_every,
         "num_samples": args.num_samples,
         "ema_decay": args.ema_decay,
+        "latents": args.latents,
+        "generator_statistics": (
+            "BatchNorm statistics recomputed per generator from "
+            f"{keras_svre.gan.STATISTICS_SAMPLES} fresh latents in training mode"
+        ),
         "threads": args.threads,
         "classifiers": {
             "paper": "SVRE paper's MLP 784-256-256-10 (../shared/reference)",

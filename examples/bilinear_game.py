@@ -23,6 +23,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 
+if keras.backend.backend() == "jax":
+    import jax
+
+    # The game is float64 (the distances go down to ~1e-7); JAX computes in
+    # float32 unless x64 is on.
+    jax.config.update("jax_enable_x64", True)
+
 import keras_svre  # noqa: E402
 
 METHODS = {
@@ -75,7 +82,11 @@ def run_method(name, passes, lr, seed, every):
     # Several iterations per execution keep Keras' per-step overhead small;
     # SVRE's restart draws stay one per iteration (see Game.compile).
     game.compile(optimizer=factory(lr), steps_per_execution=10)
-    data = game.component_dataset(batch_size=1, seed=seed)
+    if keras.backend.backend() == "tensorflow":
+        data = game.component_dataset(batch_size=1, seed=seed)
+    else:
+        # The NumPy minibatches: no TensorFlow needed (e.g. KERAS_BACKEND=jax).
+        data = game.component_minibatches(batch_size=1, seed=seed)
     # One epoch = one pass over the n components. Extragradient methods use
     # two components per iteration (2 evaluations), SGDA one.
     log = DistanceLog(1.0, every, name)

@@ -23,9 +23,12 @@ JAX, TensorFlow is optional: what needs it (`distribute`, `evaluation`, the
 
 import importlib
 
-import keras
+from keras_svre._optional import import_keras
 
-from keras_svre import (
+# One line saying what to install when Keras' backend is missing.
+keras = import_keras()
+
+from keras_svre import (  # noqa: E402
     callbacks,
     data,
     losses,
@@ -35,10 +38,10 @@ from keras_svre import (
     presets,
     training,
 )
-from keras_svre.bilinear import BilinearGame
-from keras_svre.game import Game
-from keras_svre.gan import GAN
-from keras_svre.optimizers import SVRE, Extragradient, Optimistic
+from keras_svre.bilinear import BilinearGame  # noqa: E402
+from keras_svre.game import Game  # noqa: E402
+from keras_svre.gan import GAN  # noqa: E402
+from keras_svre.optimizers import SVRE, Extragradient, Optimistic  # noqa: E402
 
 __version__ = "0.1.0"
 

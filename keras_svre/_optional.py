@@ -16,7 +16,8 @@ def tensorflow(feature: str):
     return require(
         "tensorflow",
         feature,
-        "install TensorFlow (`pip install keras-svre`), or on the JAX backend "
+        'install TensorFlow (`pip install "keras-svre[tensorflow]"`), or on the '
+        "JAX backend "
         "use NumPy data (`keras_svre.data.ArrayMinibatches`, "
         "`keras_svre.data.mnist_digits`)",
     )
@@ -27,10 +28,33 @@ def tensorflow_datasets(feature: str):
     return require(
         "tensorflow_datasets",
         feature,
-        "install TensorFlow and TFDS (`pip install keras-svre`), or on the JAX "
-        "backend use NumPy data (`keras_svre.data.mnist_digits`, "
+        'install TensorFlow and TFDS (`pip install "keras-svre[tensorflow]"`), '
+        "or on the JAX backend use NumPy data (`keras_svre.data.mnist_digits`, "
         "`keras_svre.data.from_arrays`)",
     )
+
+
+def import_keras():
+    """`keras`, or an `ImportError` in one line when its backend is not installed.
+
+    Keras imports its backend (`KERAS_BACKEND`, TensorFlow by default) with
+    itself; keras_svre leaves the backend to an extra of its own
+    (`keras-svre[tensorflow]` or `keras-svre[jax]`).
+    """
+    try:
+        import keras
+    except ImportError as e:
+        missing = (e.name or "").split(".")[0]
+        if missing not in ("tensorflow", "jax", "jaxlib"):
+            raise
+        missing = "jax" if missing == "jaxlib" else missing
+        other = "jax" if missing == "tensorflow" else "tensorflow"
+        raise ImportError(
+            f"Keras' backend `{missing}` (KERAS_BACKEND; TensorFlow by default) is "
+            f'not installed: `pip install "keras-svre[{missing}]"`, or '
+            f'`pip install "keras-svre[{other}]"` and KERAS_BACKEND={other}.'
+        ) from None
+    return keras
 
 
 class LazyModule:

@@ -79,7 +79,7 @@ class SampleGrid(keras.callbacks.Callback):
 
 
 class TensorBoardLogger(keras.callbacks.Callback):
-    """Writes a GAN's training to TensorBoard (with TensorFlow alone).
+    """Writes a GAN's training to TensorBoard (TensorFlow's writer, or tensorboardX's).
 
     - Every `update_freq` iterations: each of the model's metrics (the
       game's losses) as its mean over the iterations since the last write,
@@ -139,19 +139,20 @@ class TensorBoardLogger(keras.callbacks.Callback):
     def writer(self):
         """The summary writer (made on first use)."""
         if self._writer is None:
-            import tensorflow as tf
+            from keras_svre import summaries
 
-            self._writer = tf.summary.create_file_writer(str(self.log_dir))
+            # TensorFlow's writer, or tensorboardX's without TensorFlow.
+            self._writer = summaries.create_writer(self.log_dir)
         return self._writer
 
     def write_scalars(self, values: dict, step: int) -> None:
         """Writes `{tag: value}` at `step` (non-numbers are skipped)."""
-        from keras_svre import summaries
-
-        with self.writer.as_default():
-            for tag, value in values.items():
-                if isinstance(value, (int, float, np.number)):
-                    summaries.write_scalar(tag, float(value), int(step))
+        numbers = {
+            tag: value
+            for tag, value in values.items()
+            if isinstance(value, (int, float, np.number))
+        }
+        self.writer.scalars(numbers, step)
         self.writer.flush()
 
     def _step(self, logs) -> int:
@@ -206,8 +207,6 @@ class TensorBoardLogger(keras.callbacks.Callback):
         self._write_samples(step)
 
     def _write_samples(self, step):
-        from keras_svre import summaries
-
         if not self.generators:
             return
         if self._latents is None:
@@ -215,10 +214,9 @@ class TensorBoardLogger(keras.callbacks.Callback):
             self._latents = rng.standard_normal(
                 (self.num_images, self.model.latent_dim)
             ).astype("float32")
-        with self.writer.as_default():
-            for which in self.generators:
-                images = (self.model.generate(self._latents, which=which) + 1.0) / 2.0
-                summaries.write_image(f"samples/{which}", image_grid(images), step)
+        for which in self.generators:
+            images = (self.model.generate(self._latents, which=which) + 1.0) / 2.0
+            self.writer.image(f"samples/{which}", image_grid(images), step)
         self.writer.flush()
 
     def on_train_end(self, logs=None):

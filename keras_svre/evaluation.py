@@ -179,10 +179,8 @@ class _PeriodicMeasurement(keras.callbacks.Callback):
                 f.write(json.dumps(finite) + "\n")
         if self.tensorboard_dir is not None:
             if self._writer is None:
-                self._writer = tf.summary.create_file_writer(str(self.tensorboard_dir))
-            with self._writer.as_default():
-                for key, value in values.items():
-                    summaries.write_scalar(key, value, iteration)
+                self._writer = summaries.create_writer(self.tensorboard_dir)
+            self._writer.scalars(values, iteration)
             self._writer.flush()
         return record
 
@@ -435,10 +433,10 @@ class GeneratorEvaluation(_PeriodicMeasurement):
             clone.trainable_variables, gan.generator_weights(which)
         ):
             variable.assign(value)
-        for variable, source in zip(
-            clone.non_trainable_variables, gan.generator.non_trainable_variables
+        for variable, value in zip(
+            clone.non_trainable_variables, gan.generator_statistics(which)
         ):
-            variable.assign(source)
+            variable.assign(value)
         path = self.best_path
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")

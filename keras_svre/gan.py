@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import keras
 import numpy as np
 from keras import ops
 
+from keras_svre import batch_norm
+from keras_svre import latents as latent_draws
 from keras_svre import losses as gan_losses
 from keras_svre.game import Game
 from keras_svre.game import backend as game_backend
 from keras_svre.game import data as game_data
 
 GENERATORS = ("ema", "average", "current")
+# The fresh latents a generator's BatchNorm statistics are recomputed from.
+STATISTICS_SAMPLES = 5000
+STATISTICS_BATCH_SIZE = 500
+# When the latent vectors of the finite sum are drawn anew ("auto": at each
+# snapshot for variance-reduced methods, each epoch for the others).
+LATENT_SCHEDULES = ("auto", "fixed", "per-snapshot", "per-epoch", "per-step")
 
 
 @keras.saving.register_keras_serializable(package="keras_svre")
@@ -29,12 +39,19 @@ class GAN(Game):
         gan.fit(data.train, snapshot_data=data.snapshot, epochs=5)
 
     **The finite sum.** SVRE needs the same function `F_i` at the current
-    point and at the snapshot. The GAN keeps a bank of latent vectors, one per
-    training example, saved with the model: example `k` is always paired with
-    `z_k`. Training data is therefore a dataset of `(index, image)`
-    minibatches, as `keras_svre.data.load` makes (or
-    `keras_svre.data.index_examples` for your own images). The snapshot pass
-    covers the whole dataset and bank (`snapshot_data`, any batch size).
+    point and at the snapshot. Training example `k` is paired with a latent
+    vector `z_k` drawn statelessly from `(seed, latent_version, k)`
+    (`keras_svre.latents`: no per-example variable is kept). Training data is
+    therefore a dataset of `(index, image)` minibatches, as
+    `keras_svre.data.load` makes (or `keras_svre.data.index_examples` for
+    your own images). The snapshot pass covers the whole dataset
+    (`snapshot_data`, any batch size). `latents` says when the latents are
+    drawn anew (`latent_version` advances): `"per-snapshot"` (before each
+    snapshot's full pass, so the finite sum is exact between snapshots; the
+    default for variance-reduced methods), `"per-epoch"` (at the start of
+    each epoch; the default for the others), `"per-step"` (fresh latents at
+    every iteration: not a finite sum, for comparison) or `"fixed"` (one set
+    for the whole run, like a fixed bank).
 
     **State (BatchNorm, spectral norm).** One forward pass per minibatch gives
     both players' losses: the discriminator sees the real batch and the
@@ -53,9 +70,8 @@ class GAN(Game):
     The penalty is part of the discriminator's loss in every evaluation of
     the game's field, so with any method: SVRE's snapshot, extrapolated and
     snapshot-pass evaluations include it. Like `z_k`, the interpolation
-    coefficient `u_k` of example `k` is drawn once from the seed and kept
-    (the bank `interpolation_bank`, saved with the model), so `F_i` stays one
-    function: the evaluations at the current point and at the snapshot on
+    coefficient `u_k` of example `k` is drawn from `(seed, latent_version,
+    k)` like `z_k`, so `F_i` stays one function: the evaluations at the current point and at the snapshot on
     the same minibatch use the same `x_hat`. The penalty's extra
     discriminator pass (on `x_hat` or the real images) leaves BatchNorm's
     and spectral norm's state alone; but with batch normalisation in
@@ -70,6 +86,15 @@ class GAN(Game):
     any of them, and `generator_model(which)` returns one as a standalone
     Keras model (to save, export or serve without the GAN).
 
+    **BatchNorm statistics.** Each generator is sampled with BatchNorm
+    moving statistics of its own weights: `generator_statistics(which)`
+    recomputes them (as stochastic weight averaging does) from a forward pass
+    in training mode over fresh latents, averaging the batch statistics, and
+    keeps them until the weights change. The moving averages the training
+    leaves (momentum 0.9–0.99) lag weights that move fast, and an averaged
+    generator paired with the current one's statistics is a network nobody
+    trained. Generators without BatchNorm are unchanged.
+
     Args:
         generator: A built Keras model mapping latents `[B, latent_dim]` to
             images.
@@ -77,13 +102,13 @@ class GAN(Game):
             (no final sigmoid: the losses apply it; one is refused).
         latent_dim: Size of the latent vectors. Defaults to the generator's
             input size.
-        num_examples: Number of training examples (the size of the noise
-            bank). Required.
+        num_examples: Number of training examples (the size of the finite
+            sum: indices must be below it). Required.
         loss: `"non_saturating"` (default, the paper's MNIST runs), `"hinge"`,
             `"wasserstein"`, a `keras_svre.losses.GANLoss`, or a pair of
             callables `(discriminator_loss, generator_loss)` on logits.
         ema_decay: Decay of the generator's EMA. Defaults to `0.999`.
-        seed: Seed of the noise bank and of the snapshot-restart draws.
+        seed: Seed of the latent vectors and of the snapshot-restart draws.
         default_generator: The generator `generate()` samples when none is
             named: `"ema"` (default), `"average"` or `"current"`. Saved with
             the model; `keras-svre train` sets it to the one that scored best
@@ -92,6 +117,10 @@ class GAN(Game):
             regulariser added to the discriminator's loss (see above).
         gradient_penalty_weight: The penalty's weight (WGAN-GP's lambda,
             R1's gamma), a positive number. Defaults to `10.0`.
+        latents: When the training examples' latent vectors are drawn anew:
+            `"auto"` (default: `"per-snapshot"` for variance-reduced
+            methods, `"per-epoch"` otherwise, decided at each `compile`),
+            `"per-snapshot"`, `"per-epoch"`, `"per-step"` or `"fixed"`.
         **kwargs: Passed to `keras_svre.Game`.
 
     Raises:
@@ -111,6 +140,7 @@ class GAN(Game):
         default_generator: str = "ema",
         gradient_penalty: str | None = None,
         gradient_penalty_weight: float = 10.0,
+        latents: str = "auto",
         **kwargs,
     ):
         super().__init__(seed=seed, **kwargs)
@@ -125,6 +155,11 @@ class GAN(Game):
                     "or a subclassed one called once on a batch)."
                 )
         generator_latent = _input_size(generator)
+        if latent_dim is not None and (not _is_integer(latent_dim) or latent_dim < 1):
+            raise ValueError(
+                "Argument `latent_dim` must be a positive integer. "
+                f"Received: latent_dim={latent_dim!r}."
+            )
         if latent_dim is None:
             latent_dim = generator_latent
         elif generator_latent is not None and int(latent_dim) != generator_latent:
@@ -144,16 +179,32 @@ class GAN(Game):
                 "logits (they apply the sigmoid themselves, stably): remove the "
                 "final sigmoid (e.g. `Dense(1)` without `activation='sigmoid'`)."
             )
-        if num_examples is None or int(num_examples) < 1:
+        if num_examples is None:
             raise ValueError(
                 "`num_examples` (the number of training examples, i.e. the size of "
-                "the latent bank that makes the finite sum) is required, e.g. "
+                "the size of the finite sum) is required, e.g. "
                 "`num_examples=data.num_examples` with `keras_svre.data.load`."
             )
-        if not 0.0 <= ema_decay < 1.0:
+        if not _is_integer(num_examples) or num_examples < 1:
             raise ValueError(
-                f"Argument `ema_decay` must be in [0, 1). Received: ema_decay={ema_decay}."
+                "Argument `num_examples` (the number of training examples) must "
+                f"be a positive integer. Received: num_examples={num_examples!r}."
             )
+        if (
+            isinstance(ema_decay, bool)
+            or not isinstance(ema_decay, (int, float, np.number))
+            or not 0.0 <= ema_decay < 1.0
+        ):
+            raise ValueError(
+                f"Argument `ema_decay` must be a number in [0, 1). "
+                f"Received: ema_decay={ema_decay!r}."
+            )
+        if latents not in LATENT_SCHEDULES:
+            raise ValueError(
+                f"Argument `latents` must be one of {LATENT_SCHEDULES}. "
+                f"Received: latents={latents!r}."
+            )
+        self.latents_schedule = latents
         if default_generator not in GENERATORS:
             raise ValueError(
                 f"Argument `default_generator` must be one of {GENERATORS}. "
@@ -167,26 +218,22 @@ class GAN(Game):
         self.loss_config = loss if isinstance(loss, str) else None
         self.gan_loss = gan_losses.get(loss)
         self.ema_decay = float(ema_decay)
-        self.noise_bank = self.add_weight(
-            shape=(self.num_examples, self.latent_dim),
-            initializer=keras.initializers.RandomNormal(seed=self.seed % (2**31)),
+        # Which set of latent vectors the finite sum uses (see `latents`):
+        # saved with the model, so a resumed run draws the same ones. In the
+        # place the noise bank of older versions held (see
+        # `load_own_variables`).
+        self.latent_version = self.add_weight(
+            shape=(),
+            dtype="int32",
+            initializer="zeros",
             trainable=False,
-            name="noise_bank",
+            name="latent_version",
+            aggregation="only_first_replica",
         )
-        if self.gradient_penalty == "wgan-gp":
-            # WGAN-GP's interpolation coefficient per training example, fixed
-            # like the latent vectors so that F_i is one function.
-            self.interpolation_bank = self.add_weight(
-                shape=(self.num_examples,),
-                initializer=keras.initializers.RandomUniform(
-                    0.0, 1.0, seed=(self.seed + 1) % (2**31)
-                ),
-                trainable=False,
-                name="interpolation_bank",
-            )
         self.average_count = self.add_weight(
             shape=(),
-            dtype="int64",
+            # int64 on TensorFlow, int32 on JAX (no x64): Keras' "int".
+            dtype="int",
             initializer="zeros",
             trainable=False,
             name="average_count",
@@ -226,17 +273,58 @@ class GAN(Game):
         if not isinstance(data, (tuple, list)) or len(data) != 2:
             raise ValueError(
                 "A GAN trains on `(index, image)` minibatches: the index pairs each "
-                "example with its latent vector in the noise bank (the finite sum). "
+                "example with its latent vector (the finite sum). "
                 "Use `keras_svre.data.load(...)`, or "
                 "`keras_svre.data.index_examples(images)` before shuffling/batching."
             )
         return data
 
-    def latents(self, index):
-        """The bank's latent vectors for example indices."""
-        return game_backend.checked_take(
-            self.noise_bank, index, self.num_examples, _INDEX_MESSAGE_MARKER
+    @property
+    def latent_schedule(self) -> str:
+        """When the latents are drawn anew, with `"auto"` resolved for the method."""
+        if self.latents_schedule != "auto":
+            return self.latents_schedule
+        return (
+            "per-snapshot" if getattr(self, "variance_reduced", False) else "per-epoch"
         )
+
+    def _version(self):
+        return ops.convert_to_tensor(self.latent_version)
+
+    def latents(self, index):
+        """The latent vectors of training examples `index` (`[batch, latent_dim]`).
+
+        Drawn from `(seed, latent_version, index)`: the same for the same
+        example until the version advances (see `latents` in the class doc).
+        """
+        values = latent_draws.normal(
+            self.seed, self._version(), index, self.latent_dim, self._draw_dtype()
+        )
+        return game_backend.checked_rows(
+            values, index, self.num_examples, _INDEX_MESSAGE_MARKER
+        )
+
+    def _draw_dtype(self):
+        """float64 for a float64 GAN, float32 otherwise (mixed precision too)."""
+        return "float64" if self.dtype_policy.variable_dtype == "float64" else "float32"
+
+    def advance_latents(self, version=None):
+        """Draws a new set of latents: `latent_version` + 1, or `version` if given."""
+        self._sync_state()
+        if version is None:
+            version = int(ops.convert_to_numpy(self.latent_version)) + 1
+        self.latent_version.assign(int(version))
+
+    def _before_snapshot_pass(self):
+        # New latents before mu_S is computed: the finite sum is then exact
+        # until the next snapshot.
+        if self.latent_schedule == "per-snapshot":
+            self.advance_latents()
+
+    def fit(self, x=None, y=None, *, callbacks=None, **kwargs):
+        """`keras_svre.Game.fit`, drawing new latents each epoch where asked."""
+        callbacks = [_LatentEpochs(), *(callbacks or [])]
+        return super().fit(x, y, callbacks=callbacks, **kwargs)
 
     def compute_player_losses(self, data, training=True):
         index, real = self.split_batch(data)
@@ -248,8 +336,9 @@ class GAN(Game):
         """WGAN-GP's coefficients for training examples (`None` without it)."""
         if self.gradient_penalty != "wgan-gp":
             return None
-        index = ops.cast(index, "int32")
-        return ops.take(ops.convert_to_tensor(self.interpolation_bank), index, axis=0)
+        return latent_draws.uniform(
+            self.seed, self._version(), index, self._draw_dtype()
+        )
 
     def compute_gradient_penalty(self, data, training=True):
         """The weighted penalty term of the discriminator's loss on a minibatch.
@@ -278,26 +367,18 @@ class GAN(Game):
     def compute_evaluation_losses(self, data):
         """The players' losses on held-out `(index, image)` minibatches.
 
-        Held-out examples have no latent vector in the bank (their indices
-        are another split's), so the generator gets fresh latents, drawn from
-        the game's seed and the minibatch's indices: the same minibatch is
-        evaluated the same way every time.
+        Held-out examples are not in the training finite sum (their indices
+        are another split's), so they get latents of a stream of their own,
+        drawn from the game's seed and each example's index: the same
+        minibatch is evaluated the same way every time.
         """
         index, real = self.split_batch(data)
-        index = ops.cast(index, "int64")
-        seed = ops.stack(
-            [ops.convert_to_tensor(self.seed % (2**31), "int64"), ops.sum(index)]
-        )
-        latents = game_backend.stateless_normal(
-            (ops.shape(index)[0], self.latent_dim), seed
-        )
+        seed = self.seed ^ _HELD_OUT_SALT
+        dtype = self._draw_dtype()
+        latents = latent_draws.normal(seed, 0, index, self.latent_dim, dtype)
         interpolation = None
         if self.gradient_penalty == "wgan-gp":
-            import tensorflow as tf  # gradient penalties are TensorFlow-only
-
-            interpolation = tf.random.stateless_uniform(
-                [tf.shape(index)[0]], seed=seed + tf.constant([1, 0], tf.int64)
-            )
+            interpolation = latent_draws.uniform(seed, 0, index, dtype)
         return self._gan_losses(real, latents, False, interpolation)
 
     def _gan_losses(self, real, latents, training, interpolation=None):
@@ -365,6 +446,8 @@ class GAN(Game):
         self.average_count.assign(0)
 
     def _after_update(self):
+        if self.latent_schedule == "per-step":
+            self.latent_version.assign_add(1)
         # Only applied iterations enter the averages (not skipped ones).
         count = ops.cast(self.average_count + 1, "float32")
         decay = self.ema_decay
@@ -404,10 +487,13 @@ class GAN(Game):
                 "`keras_svre.data.index_examples` before shuffling and batching."
             )
         self._check_image_shape(spec, what)
-        self._check_indices(dataset, what)
+        # Held-out minibatches (evaluation, validation) are another split's
+        # examples: they get fresh latents, not the bank's.
+        if what in ("training dataset", "snapshot dataset"):
+            self._check_indices(dataset, what)
 
     def _check_indices(self, dataset, what):
-        """Refuses NumPy data with an index outside the noise bank (read on the host)."""
+        """Refuses NumPy data with an index outside the finite sum (read on the host)."""
         arrays = getattr(dataset, "arrays", None)
         if arrays is None or game_data.is_tf_dataset(dataset):
             return
@@ -427,7 +513,7 @@ class GAN(Game):
             _INDEX_MESSAGE_MARKER: (
                 "An example index in the training data is not below the GAN's "
                 f"num_examples={self.num_examples} (each training example "
-                "has one latent vector in the bank): build the GAN with "
+                "has one latent vector): build the GAN with "
                 "`num_examples=` the number of training examples, and index "
                 "them from 0 (`keras_svre.data.index_examples`)."
             )
@@ -469,14 +555,34 @@ class GAN(Game):
             f"`which` must be 'current', 'average' or 'ema'. Received: {which!r}."
         )
 
+    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
+        """Exports the default generator (latents -> images) for inference.
+
+        A GAN is a game, not one function: what is served is its generator
+        (`default_generator`), as `keras-svre export` does. This is
+        `generator_model().export(...)` (Keras' `Model.export`; for another
+        generator, call that on `generator_model(which)`).
+
+        Args:
+            filepath: Where to write the artifact.
+            format: Keras' export format. Defaults to `"tf_saved_model"`
+                (which needs TensorFlow).
+            verbose: Passed to Keras' `Model.export`.
+            **kwargs: Passed to Keras' `Model.export`.
+        """
+        return self.generator_model().export(
+            filepath, format=format, verbose=verbose, **kwargs
+        )
+
     def generator_model(self, which: str | None = None) -> keras.Model:
         """A standalone copy of the generator carrying one set of its weights.
 
         The copy is a clone of the generator network with variables of its
         own (nothing is shared with the GAN, so training on goes on without
         changing it), holding the trainable weights `generator_weights(which)`
-        and the generator's current non-trainable state (BatchNorm moving
-        statistics, spectral-norm vectors). In inference mode it computes
+        and the non-trainable state `generator_statistics(which)` (BatchNorm
+        statistics recomputed for those weights; spectral-norm vectors as
+        they are). In inference mode it computes
         what `generate(latents, which=which)` does, and it can be saved,
         exported or served without the GAN.
 
@@ -501,7 +607,7 @@ class GAN(Game):
             model(np.zeros((1, self.latent_dim), "float32"), training=False)
         pairs = list(zip(model.trainable_variables, self.generator_weights(which)))
         pairs += list(
-            zip(model.non_trainable_variables, self.generator.non_trainable_variables)
+            zip(model.non_trainable_variables, self.generator_statistics(which))
         )
         counts = (len(model.trainable_variables), len(model.non_trainable_variables))
         expected = (
@@ -544,15 +650,104 @@ class GAN(Game):
             latents = np.asarray(latents_or_count)
         latents = latents.astype("float32")
         weights = self.generator_weights(which)
-        state = [
-            ops.convert_to_tensor(v) for v in self.generator.non_trainable_variables
-        ]
+        state = self.generator_statistics(which)
         fn = self._generate_fn()
         out = [
             ops.convert_to_numpy(fn(weights, state, latents[i : i + batch_size]))
             for i in range(0, len(latents), batch_size)
         ]
         return np.concatenate(out, axis=0)
+
+    def generator_statistics(self, which: str | None = None) -> list:
+        """The generator's non-trainable state for one of its sets of weights.
+
+        BatchNorm moving statistics recomputed for the weights
+        `generator_weights(which)` (see `update_generator_statistics`), the
+        rest (spectral-norm vectors) as the generator holds it. Kept until
+        those weights change, so repeated sampling recomputes nothing.
+
+        Args:
+            which: `"ema"`, `"average"` or `"current"`; `None`:
+                `default_generator`.
+
+        Returns:
+            A list of tensors aligned with
+            `generator.non_trainable_variables`.
+        """
+        which = self.default_generator if which is None else which
+        weights = self.generator_weights(which)
+        cached = self._statistics_cache().get(which)
+        if cached is not None and cached[0] == _digest(weights):
+            return list(cached[1])
+        return self.update_generator_statistics(which)
+
+    def update_generator_statistics(
+        self,
+        which: str | None = None,
+        num_samples: int = STATISTICS_SAMPLES,
+        batch_size: int = STATISTICS_BATCH_SIZE,
+        latents=None,
+    ) -> list:
+        """Recomputes a generator's BatchNorm statistics for its own weights.
+
+        A forward pass in training mode over `num_samples` fresh latents
+        (drawn from the GAN's seed, so the result is reproducible), in
+        batches of `batch_size`, averaging the batch statistics, as
+        stochastic weight averaging does. No variable changes: the result is
+        what `generate`, `generator_model` and the evaluations use for
+        `which` until its weights change. A generator without BatchNorm
+        keeps its state as it is.
+
+        Args:
+            which: `"ema"`, `"average"` or `"current"`; `None`:
+                `default_generator`.
+            num_samples: How many latents. Defaults to 5,000.
+            batch_size: The batch size of the training-mode passes. Defaults
+                to 500.
+            latents: Optional latent vectors `[M, latent_dim]` to use instead
+                of `num_samples` fresh ones.
+
+        Returns:
+            A list of tensors aligned with
+            `generator.non_trainable_variables`.
+        """
+        which = self.default_generator if which is None else which
+        for name, value in (("num_samples", num_samples), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"Argument `{name}` must be a positive integer. "
+                    f"Received: {name}={value!r}."
+                )
+        weights = self.generator_weights(which)
+        current = [
+            ops.convert_to_tensor(v) for v in self.generator.non_trainable_variables
+        ]
+        if latents is None:
+            rng = np.random.default_rng([self.seed % (2**32), _STATISTICS_STREAM])
+            latents = rng.standard_normal((num_samples, self.latent_dim))
+        latents = np.asarray(latents, "float32")
+        batches = (
+            latents[i : i + batch_size] for i in range(0, len(latents), batch_size)
+        )
+        state = self._statistics_pass()(weights, current, batches)
+        self._statistics_cache()[which] = (_digest(weights), list(state))
+        return state
+
+    def _statistics_cache(self):
+        cache = self.__dict__.get("_generator_statistics")
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_generator_statistics", cache)
+        return cache
+
+    def _statistics_pass(self):
+        statistics_pass = self.__dict__.get("_statistics_pass_function")
+        if statistics_pass is None:
+            statistics_pass = batch_norm.StatisticsPass(
+                self.generator, game_backend.compile_function
+            )
+            object.__setattr__(self, "_statistics_pass_function", statistics_pass)
+        return statistics_pass
 
     def _generate_fn(self):
         fn = self.__dict__.get("_generate_function")
@@ -586,9 +781,22 @@ class GAN(Game):
             "default_generator": self.default_generator,
             "gradient_penalty": self.gradient_penalty,
             "gradient_penalty_weight": self.gradient_penalty_weight,
+            "latents": self.latents_schedule,
             "name": self.name,
             "dtype": self.dtype_policy.name,
         }
+
+    def load_own_variables(self, store):
+        """Loads the GAN's own variables, also from files with a noise bank.
+
+        Files saved before the latents were drawn statelessly hold the bank
+        (`[num_examples, latent_dim]`) where `latent_version` is now, and
+        with WGAN-GP an interpolation bank (`[num_examples]`) after it: the
+        banks are dropped and the version starts at 0 (the latents then
+        differ from the bank's, as after any new draw). A file with another
+        layout fails as Keras says.
+        """
+        super().load_own_variables(_without_banks(store, self))
 
     @classmethod
     def from_config(cls, config):
@@ -600,7 +808,68 @@ class GAN(Game):
         return cls(**config)
 
 
-_INDEX_MESSAGE_MARKER = "keras_svre: example index out of the noise bank"
+class _LatentEpochs(keras.callbacks.Callback):
+    """Sets the latents' version to the epoch, for the `"per-epoch"` schedule.
+
+    The version is the epoch's number (not a count of epochs begun), so a run
+    resumed mid-epoch draws what the uninterrupted one did.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.model.latent_schedule == "per-epoch":
+            self.model.advance_latents(version=epoch)
+
+
+class _StoreWithoutBanks:
+    """A variables store (`load_own_variables`) with an old file's banks dropped."""
+
+    def __init__(self, store, keys):
+        self._store = store
+        self._keys = keys
+
+    def keys(self):
+        return [str(i) for i in range(len(self._keys))]
+
+    def __len__(self):
+        return len(self._keys)
+
+    def __getitem__(self, key):
+        source = self._keys[int(key)]
+        return np.zeros((), "int32") if source is None else self._store[source]
+
+
+def _without_banks(store, gan):
+    """`store`, or a view of it without the noise and interpolation banks."""
+    own = gan._trainable_variables + gan._non_trainable_variables
+    at = next(i for i, v in enumerate(own) if v is gan.latent_version)
+    bank_shape = (gan.num_examples, gan.latent_dim)
+    if len(store.keys()) <= at or tuple(store[str(at)].shape) != bank_shape:
+        return store
+    # [..., restart_draws, noise_bank, (interpolation_bank,) ...]: the version
+    # (None: zero) takes the noise bank's place.
+    keys = [str(i) for i in range(len(store.keys()))]
+    rest = keys[at + 1 :]
+    if rest and tuple(store[rest[0]].shape) == (gan.num_examples,):
+        rest = rest[1:]
+    return _StoreWithoutBanks(store, [*keys[:at], None, *rest])
+
+
+_INDEX_MESSAGE_MARKER = "keras_svre: example index out of the finite sum"
+# The held-out examples' latents: a key of their own (see
+# `compute_evaluation_losses`).
+_HELD_OUT_SALT = 0x5EED0001
+
+
+# The stream of the latents BatchNorm statistics are recomputed from.
+_STATISTICS_STREAM = 0x57A7
+
+
+def _digest(values) -> bytes:
+    """A fingerprint of a list of tensors' values (to see that weights changed)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for value in values:
+        digest.update(np.ascontiguousarray(ops.convert_to_numpy(value)).tobytes())
+    return digest.digest()
 
 
 def _to_float32(logits):
@@ -616,6 +885,11 @@ def _shape_text(spec):
     if shape is None:
         return "?"
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def _is_integer(value) -> bool:
+    """An integer (a NumPy one too), not a bool, a float or a string."""
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
 
 
 def _input_size(model):

@@ -18,11 +18,6 @@ from collections.abc import Callable
 import keras
 from keras import ops
 
-from keras_svre._optional import LazyModule
-
-# The penalties differentiate the critic by its input with a GradientTape.
-tf = LazyModule("tensorflow", "gradient penalties")
-
 
 def batch_mean(x):
     """The mean of all of `x`'s entries, in `x`'s dtype.
@@ -150,13 +145,6 @@ def check_gradient_penalty(gradient_penalty, weight):
                 f"Received: gradient_penalty={gradient_penalty!r}."
             )
         gradient_penalty = key
-        if keras.backend.backend() != "tensorflow":
-            raise ValueError(
-                "Gradient penalties (`gradient_penalty`) run on Keras' TensorFlow "
-                "backend only for now (the input gradient is a tf.GradientTape); "
-                f"this is the {keras.backend.backend()!r} backend. Train without "
-                "one, or with KERAS_BACKEND=tensorflow."
-            )
     if (
         isinstance(weight, bool)
         or not isinstance(weight, (int, float))
@@ -175,29 +163,42 @@ def input_gradients(critic, images):
     The gradient of the summed logits: each example's gradient is its own
     logit's, as long as the critic treats the examples independently (no
     batch normalisation in training mode). Differentiable again (the outer
-    gradient of a penalty goes through it).
+    gradient of a penalty goes through it): a `tf.GradientTape` on
+    TensorFlow, `jax.grad` on JAX.
 
     Args:
-        critic: A callable `images -> logits [B, 1]`.
+        critic: A callable `images -> logits [B, 1]`, pure in the images (it
+            writes no variable: `GAN` passes a stateless call).
         images: A minibatch `[B, ...]`.
 
     Returns:
         `(gradients, logits)`: the gradients, of the images' shape and dtype.
     """
-    images = tf.convert_to_tensor(images)
+    images = ops.convert_to_tensor(images)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        def total(x):
+            logits = critic(x)
+            return ops.sum(ops.cast(logits, x.dtype)), logits
+
+        return jax.grad(total, has_aux=True)(images)
+    import tensorflow as tf
+
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(images)
         logits = critic(images)
-        total = tf.reduce_sum(tf.cast(logits, images.dtype))
+        total = ops.sum(ops.cast(logits, images.dtype))
     return tape.gradient(total, images), logits
 
 
 def _squared_norms(gradients):
     """`||g_k||^2` per example, in float32 at least."""
-    if gradients.dtype in (tf.float16, tf.bfloat16):
-        gradients = tf.cast(gradients, tf.float32)
-    flat = tf.reshape(gradients, [tf.shape(gradients)[0], -1])
-    return tf.reduce_sum(tf.square(flat), axis=1)
+    if keras.backend.standardize_dtype(gradients.dtype) in ("float16", "bfloat16"):
+        gradients = ops.cast(gradients, "float32")
+    # The images' shape is static but for the batch axis.
+    flat = ops.reshape(gradients, (-1, math.prod(gradients.shape[1:])))
+    return ops.sum(ops.square(flat), axis=1)
 
 
 def wgan_gp_penalty(critic, real, fake, interpolation):
@@ -219,17 +220,17 @@ def wgan_gp_penalty(critic, real, fake, interpolation):
         - [Gulrajani et al., 2017](https://arxiv.org/abs/1704.00028):
           Improved Training of Wasserstein GANs (Algorithm 1).
     """
-    real = tf.convert_to_tensor(real)
-    fake = tf.cast(fake, real.dtype)
-    shape = tf.concat([tf.shape(real)[:1], tf.ones([tf.rank(real) - 1], tf.int32)], 0)
-    u = tf.reshape(tf.cast(interpolation, real.dtype), shape)
+    real = ops.convert_to_tensor(real)
+    fake = ops.cast(fake, real.dtype)
+    shape = (-1,) + (1,) * (len(real.shape) - 1)
+    u = ops.reshape(ops.cast(interpolation, real.dtype), shape)
     x_hat = fake + u * (real - fake)
     gradients, _ = input_gradients(critic, x_hat)
     # sqrt has an infinite derivative at 0; the tiny shift keeps the
     # penalty's gradient finite there (a critic with a zero input gradient).
     squared = _squared_norms(gradients)
-    norms = tf.sqrt(squared + tf.constant(1e-12, squared.dtype))
-    return tf.reduce_mean(tf.square(norms - 1.0))
+    norms = ops.sqrt(squared + ops.cast(1e-12, squared.dtype))
+    return batch_mean(ops.square(norms - 1.0))
 
 
 def r1_penalty(critic, real):
@@ -248,4 +249,4 @@ def r1_penalty(critic, real):
           times the squared norm).
     """
     gradients, _ = input_gradients(critic, real)
-    return 0.5 * tf.reduce_mean(_squared_norms(gradients))
+    return 0.5 * batch_mean(_squared_norms(gradients))

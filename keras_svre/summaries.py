@@ -1,19 +1,26 @@
-"""TensorBoard summaries written with TensorFlow alone.
+"""TensorBoard summaries, written with TensorFlow or, without it, tensorboardX.
 
 `tf.summary.scalar` and `tf.summary.image` live in the `tensorboard`
 package, which TensorFlow does not require. `tf.summary.write` with the
 scalars or images plugin's metadata writes the same events, so the logs need
 only TensorFlow; the `tensorboard` command reads them.
+
+Without TensorFlow (the JAX install, `keras-svre[jax]`), `tensorboardX`
+writes the event files instead: the same tags at the same steps, scalars as
+scalars and images as PNG images, which the `tensorboard` command reads
+alike. `create_writer(log_dir)` picks the one that is installed.
 """
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
-import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
 
 def _metadata(plugin_name: str, data_class) -> bytes:
+    from tensorflow.core.framework import summary_pb2
+
     metadata = summary_pb2.SummaryMetadata()
     metadata.plugin_data.plugin_name = plugin_name
     metadata.data_class = data_class
@@ -21,7 +28,10 @@ def _metadata(plugin_name: str, data_class) -> bytes:
 
 
 def write_scalar(name: str, value: float, step: int) -> None:
-    """A scalar, to the default summary writer."""
+    """A scalar, to TensorFlow's default summary writer."""
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
     tf.summary.write(
         name,
         tf.constant(value, tf.float32),
@@ -30,18 +40,26 @@ def write_scalar(name: str, value: float, step: int) -> None:
     )
 
 
+def _pixels(image: np.ndarray) -> np.ndarray:
+    """An image in [0, 1] as uint8 pixels."""
+    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
 def write_image(name: str, image: np.ndarray, step: int) -> None:
-    """One image in [0, 1] (`[H, W, C]`, C = 1, 3 or 4), to the default writer.
+    """One image in [0, 1] (`[H, W, C]`, C = 1, 3 or 4), to TensorFlow's
+    default writer.
 
     The images plugin reads a string tensor `[width, height, png, ...]`.
     """
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
     height, width = image.shape[:2]
-    pixels = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
     tensor = tf.stack(
         [
             tf.constant(str(width)),
             tf.constant(str(height)),
-            tf.io.encode_png(pixels),
+            tf.io.encode_png(_pixels(image)),
         ]
     )
     tf.summary.write(
@@ -49,4 +67,73 @@ def write_image(name: str, image: np.ndarray, step: int) -> None:
         tensor,
         step=step,
         metadata=_metadata("images", summary_pb2.DATA_CLASS_BLOB_SEQUENCE),
+    )
+
+
+class TensorFlowWriter:
+    """Scalars and images through `tf.summary` (TensorFlow only)."""
+
+    def __init__(self, log_dir):
+        import tensorflow as tf
+
+        self._writer = tf.summary.create_file_writer(str(log_dir))
+
+    def scalars(self, values: dict, step: int) -> None:
+        """Writes `{tag: number}` at `step`."""
+        with self._writer.as_default():
+            for tag, value in values.items():
+                write_scalar(tag, float(value), int(step))
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """Writes one image in [0, 1], `[H, W, C]`."""
+        with self._writer.as_default():
+            write_image(tag, image, int(step))
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+
+class TensorBoardXWriter:
+    """Scalars and images through `tensorboardX` (no TensorFlow needed)."""
+
+    def __init__(self, log_dir):
+        from tensorboardX import SummaryWriter
+
+        self._writer = SummaryWriter(str(log_dir))
+
+    def scalars(self, values: dict, step: int) -> None:
+        """Writes `{tag: number}` at `step`."""
+        for tag, value in values.items():
+            self._writer.add_scalar(tag, float(value), int(step))
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """Writes one image in [0, 1], `[H, W, C]`, as a PNG."""
+        self._writer.add_image(tag, _pixels(image), int(step), dataformats="HWC")
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+
+def available() -> bool:
+    """Whether TensorBoard logs can be written (TensorFlow or tensorboardX)."""
+    return any(
+        importlib.util.find_spec(name) is not None
+        for name in ("tensorflow", "tensorboardX")
+    )
+
+
+def create_writer(log_dir):
+    """A summary writer for `log_dir`: TensorFlow's if installed, else tensorboardX's.
+
+    Raises:
+        ImportError: (one line) if neither is installed.
+    """
+    if importlib.util.find_spec("tensorflow") is not None:
+        return TensorFlowWriter(log_dir)
+    if importlib.util.find_spec("tensorboardX") is not None:
+        return TensorBoardXWriter(log_dir)
+    raise ImportError(
+        "TensorBoard logs need TensorFlow or tensorboardX, and neither is "
+        'installed: `pip install "keras-svre[jax]"` (or `pip install '
+        "tensorboardX`)."
     )

@@ -57,3 +57,20 @@ def components(n, batch_size):
 def numpy(x):
     """A tensor, array or variable as a NumPy array."""
     return keras.ops.convert_to_numpy(x)
+
+
+def latent_bank(gan):
+    """A GAN's latent vectors for all its training examples, at its current version."""
+    return numpy(gan.latents(np.arange(gan.num_examples)))
+
+
+def interpolation_draws(gan):
+    """A WGAN-GP GAN's interpolation coefficients for all its training examples."""
+    from keras_svre import latents
+
+    version = int(numpy(gan.latent_version))
+    return numpy(
+        latents.uniform(
+            gan.seed, version, np.arange(gan.num_examples), gan._draw_dtype()
+        )
+    )

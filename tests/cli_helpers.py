@@ -1,6 +1,17 @@
-"""Helpers shared by the command-line tests."""
+"""Helpers shared by the command-line tests, which run on both backends."""
+
+import keras
+import pytest
 
 from keras_svre import cli
+
+BACKEND = keras.backend.backend()
+
+# What exists on the TensorFlow backend only (tf.distribute, TFDS datasets,
+# TensorFlow's op determinism): the command line refuses it on JAX.
+tensorflow_only = pytest.mark.skipif(
+    BACKEND != "tensorflow", reason="a TensorFlow-only feature of the command line"
+)
 
 # A tiny run: 256 examples, width-4 networks, no final evaluation, silent;
 # plain SVRE from the first iteration (the default run warm-starts with Adam).

@@ -8,6 +8,14 @@ METHOD.md; OGDA and optimistic Adam follow Daskalakis et al. (2018),
 (`run_alternating`) step y `n_dis` times, then x once. The restart draws
 reproduce `Game.draw_uniform`: uniform numbers from
 `np.random.default_rng([seed, counter])`.
+
+SVRE's coefficient on the correction (`SVRE(vr_coefficient=...)`):
+`d = F_i(w) - alpha (F_i(w_S) - mu_S)` with alpha a number, a function of
+the iterations applied so far (a schedule), or `"optimal"`: per variable
+tensor (`segments`), `clip(C / V, 0, alpha_max)` from running averages of
+`<F_i(w), F_i(w_S) - mu_S>` and `||F_i(w_S) - mu_S||^2`, fed after each
+iteration by the mean over its two paired evaluations, and `min(1,
+alpha_max)` while V is 0.
 """
 
 import numpy as np
@@ -87,12 +95,26 @@ def run(
     seed=0,
     update_point="extrapolated",
     one_minibatch=False,
+    vr_coefficient=1.0,
+    vr_statistics_decay=0.9,
+    vr_statistics_reset=True,
+    vr_coefficient_max=1.0,
+    restart_correlation=None,
+    segments=None,
 ):
     """Runs a method over `minibatches` (a list of index lists) and returns (x, y, info).
 
     SGDA and OGDA take one minibatch per iteration; SE and SVRE take two
     (i, j), or one with `one_minibatch`. OGDA with `adaptive="adam"` is
-    optimistic Adam.
+    optimistic Adam. For SVRE, `vr_coefficient` is a number, a function of
+    the iteration count or `"optimal"`; `segments` are the sizes of the
+    variable tensors in `concat(x0, y0)` (default: x and y), over which
+    `"optimal"` keeps its statistics. `info["trajectory"]` lists, after each
+    SVRE iteration (and its snapshot draw), `(w, alpha, C, V)`: the point,
+    the coefficients the iteration used, and the statistics after it. With
+    `restart_correlation`, a snapshot follows an iteration when the pooled
+    correlation `sqrt(sum max(C, 0)^2 / V / sum U)` (U: running average of
+    `||F_i(w) - mu_S||^2`) is below it, instead of a draw.
     """
     d = len(x0)
     w = np.concatenate([x0, y0]).astype(np.float64)
@@ -116,12 +138,75 @@ def run(
         counter += 1
         return u
 
-    info = {"snapshots": 0, "restarts": 0}
-    if method == "svre":
+    info = {"snapshots": 0, "restarts": 0, "trajectory": []}
+    sizes = [d, len(w) - d] if segments is None else list(segments)
+    assert sum(sizes) == len(w)
+    covariance, variance = np.zeros(len(sizes)), np.zeros(len(sizes))
+    field_variance = np.zeros(len(sizes))
+
+    def per_segment(values):
+        return np.split(values, np.cumsum(sizes)[:-1])
+
+    def coefficients(t):
+        """alpha per segment for the iteration after `t` applied ones."""
+        if vr_coefficient == "optimal":
+            known = variance > 0
+            ratio = covariance / np.where(known, variance, 1.0)
+            return np.where(
+                known,
+                np.clip(ratio, 0.0, vr_coefficient_max),
+                min(1.0, vr_coefficient_max),
+            )
+        if callable(vr_coefficient):
+            return np.full(len(sizes), float(vr_coefficient(t)))
+        return np.full(len(sizes), float(vr_coefficient))
+
+    def corrected(g, g_snap, alpha):
+        if vr_coefficient == 1.0 and not callable(vr_coefficient):
+            return g - g_snap + mu
+        return g - np.repeat(alpha, sizes) * (g_snap - mu)
+
+    def record(pairs):
+        nonlocal covariance, variance, field_variance
+        c, v, u = np.zeros(len(sizes)), np.zeros(len(sizes)), np.zeros(len(sizes))
+        for g, g_snap in pairs:
+            for s, (g_k, e_k, f_k) in enumerate(
+                zip(
+                    per_segment(g),
+                    per_segment(g_snap - mu),
+                    per_segment(g - mu),
+                    strict=True,
+                )
+            ):
+                c[s] += np.sum(g_k * e_k)
+                v[s] += np.sum(e_k * e_k)
+                u[s] += np.sum(f_k * f_k)
+        decay = vr_statistics_decay
+        covariance = decay * covariance + (1.0 - decay) * (c / len(pairs))
+        variance = decay * variance + (1.0 - decay) * (v / len(pairs))
+        field_variance = decay * field_variance + (1.0 - decay) * (u / len(pairs))
+
+    def correlation_low():
+        known = variance > 0
+        total = np.sum(field_variance)
+        if not known.any() or not total > 0:
+            return False
+        c = np.maximum(covariance[known], 0.0)
+        return np.sqrt(np.sum(c * c / variance[known]) / total) < restart_correlation
+
+    def take_snapshot():
+        nonlocal w_s, mu, covariance, variance, field_variance
         w_s = w.copy()
         mu = np.concatenate(field.mean(w_s[:d], w_s[d:]))
+        if vr_statistics_reset:
+            covariance, variance = np.zeros(len(sizes)), np.zeros(len(sizes))
+            field_variance = np.zeros(len(sizes))
+        info["snapshots"] += 1
+
+    w_s = mu = None
+    if method == "svre":
+        take_snapshot()
         average, count = w.copy(), 1
-        info["snapshots"] = 1
     previous_step = np.zeros_like(w)  # OGDA's s_{t-1} (times lr), s_0 = 0.
     k = 1 if method in ("sgda", "ogda") or one_minibatch else 2
     for start in range(0, len(minibatches) - k + 1, k):
@@ -139,20 +224,28 @@ def run(
             half = w - rule.step(F(i, w), commit=False)
             w = w - rule.step(F_update(j, half, w), commit=True)
             continue
+        alpha = coefficients(start // k)
         g_snap_i = F(i, w_s)
-        half = w - rule.step(F(i, w) - g_snap_i + mu, commit=False)
+        g_i = F(i, w)
+        half = w - rule.step(corrected(g_i, g_snap_i, alpha), commit=False)
         g_snap_j = g_snap_i if one_minibatch else F(j, w_s)
-        w = w - rule.step(F_update(j, half, w) - g_snap_j + mu, commit=True)
+        g_half = F_update(j, half, w)
+        w = w - rule.step(corrected(g_half, g_snap_j, alpha), commit=True)
+        # After the iteration's directions: alpha used earlier ones only.
+        record([(g_i, g_snap_i), (g_half, g_snap_j)])
         count += 1
         average = average + (w - average) / count
-        if draw() < restart_probability:
+        if (
+            correlation_low()
+            if restart_correlation is not None
+            else draw() < restart_probability
+        ):
             if average_restart_probability > 0 and draw() < average_restart_probability:
                 w = average.copy()
                 count = 1
                 info["restarts"] += 1
-            w_s = w.copy()
-            mu = np.concatenate(field.mean(w_s[:d], w_s[d:]))
-            info["snapshots"] += 1
+            take_snapshot()
+        info["trajectory"].append((w.copy(), alpha, covariance.copy(), variance.copy()))
     info["average"] = (average[:d], average[d:]) if method == "svre" else None
     return w[:d], w[d:], info
 

@@ -22,13 +22,14 @@ import sys
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_svre
 from keras_svre import Optimistic, cli, run
 from keras_svre.optimizers import methods
 from keras_svre.run import ConfigError, RunConfig
+from tests import backend_helpers
 from tests import numpy_reference as ref
+from tests.backend_helpers import interpolation_draws, latent_bank
 from tests.cli_helpers import TINY, fails_cleanly
 from tests.optimizer_helpers import (
     apply_in_game_step,
@@ -161,6 +162,7 @@ def bilinear_minibatches(count, seed=7):
     return [list(rng.choice(DIM, 2, replace=False)) for _ in range(count)]
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("adaptive", [None, "adam"])
 def test_game_matches_numpy_step_by_step(adaptive):
     game = keras_svre.BilinearGame(dim=DIM, seed=3)
@@ -171,7 +173,7 @@ def test_game_matches_numpy_step_by_step(adaptive):
     lr = f32(0.1)
     minibatches = bilinear_minibatches(5)
     for t in range(len(minibatches)):
-        data = tf.data.Dataset.from_tensor_slices(np.array(minibatches[t : t + 1]))
+        data = slices(np.array(minibatches[t : t + 1]))
         game.fit(data, verbose=0)
         x, y, _ = ref.run(
             field,
@@ -189,9 +191,10 @@ def test_game_matches_numpy_step_by_step(adaptive):
     assert game.evaluations_per_iteration == 1
 
 
+@pytest.mark.jax
 def test_save_load_then_train_equals_uninterrupted(tmp_path):
     def data():
-        return tf.data.Dataset.from_tensor_slices(np.array(bilinear_minibatches(6)))
+        return slices(np.array(bilinear_minibatches(6)))
 
     def fresh():
         game = keras_svre.BilinearGame(dim=DIM, seed=3)
@@ -219,6 +222,16 @@ N, LATENT, PIXELS, HIDDEN = 12, 3, 4, 3
 WEIGHT = 3.0
 
 
+@keras.saving.register_keras_serializable(package="test_baselines")
+def tanh64(x):
+    """tanh in the input's precision on both backends.
+
+    Keras' `ops.tanh` computes in float32 on JAX (it promotes float64 with a
+    Python float to float32 there); `exp` keeps float64.
+    """
+    return 1.0 - 2.0 / (keras.ops.exp(2.0 * x) + 1.0)
+
+
 def gan(penalty, hidden=False, weight=WEIGHT, batch_norm=False, seed=0):
     """A linear generator; a linear discriminator, or a tanh one with `hidden`.
 
@@ -235,7 +248,7 @@ def gan(penalty, hidden=False, weight=WEIGHT, batch_norm=False, seed=0):
     generator = keras.Sequential(generator_layers, name="g")
     layers = [keras.Input((PIXELS,), dtype=dtype)]
     if hidden:
-        layers.append(keras.layers.Dense(HIDDEN, activation="tanh", dtype=dtype))
+        layers.append(keras.layers.Dense(HIDDEN, activation=tanh64, dtype=dtype))
     if batch_norm:
         layers.append(keras.layers.BatchNormalization(momentum=0.5))
     layers.append(keras.layers.Dense(1, dtype=dtype))
@@ -248,6 +261,8 @@ def gan(penalty, hidden=False, weight=WEIGHT, batch_norm=False, seed=0):
         dtype=dtype,
         gradient_penalty=penalty,
         gradient_penalty_weight=weight,
+        # The NumPy models' finite sum has one fixed set of latents.
+        latents="fixed",
     )
 
 
@@ -255,8 +270,19 @@ def images(seed=1):
     return np.random.default_rng(seed).normal(size=(N, PIXELS))
 
 
+def slices(*arrays):
+    """Minibatches, one per row of the arrays (`tf.data` on TensorFlow, NumPy
+    minibatches on JAX)."""
+    return backend_helpers.minibatches(arrays if len(arrays) > 1 else arrays[0])
+
+
+def batches(*arrays, size):
+    """The arrays cut into minibatches of `size` rows (the last may be smaller)."""
+    return backend_helpers.batched(arrays, size)
+
+
 def batch_of(x, index):
-    return (tf.constant(index, tf.int64), tf.constant(x[index]))
+    return (keras.ops.convert_to_tensor(np.array(index, "int64")), x[index])
 
 
 def numpy_penalty(model, penalty, x, index):
@@ -267,8 +293,8 @@ def numpy_penalty(model, penalty, x, index):
     if penalty == "r1":
         points = real
     else:
-        fake = model.noise_bank.numpy()[index] @ W + c
-        u = model.interpolation_bank.numpy()[index][:, None]
+        fake = latent_bank(model)[index] @ W + c
+        u = interpolation_draws(model)[index][:, None]
         points = u * real + (1.0 - u) * fake
     h = np.tanh(points @ W1 + b1)
     gradients = ((1.0 - h**2) * w2[:, 0]) @ W1.T  # d logit / d point, per row
@@ -278,6 +304,7 @@ def numpy_penalty(model, penalty, x, index):
     return WEIGHT * np.mean((norms - 1.0) ** 2)
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("penalty", ["r1", "wgan-gp"])
 def test_penalty_value_matches_numpy(penalty):
     model = gan(penalty, hidden=True)
@@ -300,6 +327,7 @@ def test_penalty_value_matches_numpy(penalty):
     assert float(with_penalty["generator"]) == float(without["generator"])
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("penalty", ["r1", "wgan-gp"])
 def test_penalty_gradient_on_a_linear_discriminator_is_analytic(penalty):
     """D(x) = x.u + e: the penalty adds w u (R1), 2w (|u| - 1) u / |u| (WGAN-GP)."""
@@ -312,12 +340,15 @@ def test_penalty_gradient_on_a_linear_discriminator_is_analytic(penalty):
     u = model.discriminator.trainable_variables[0].numpy()
     norm = np.linalg.norm(u)
     expected = WEIGHT * u if penalty == "r1" else 2 * WEIGHT * (norm - 1) * u / norm
-    np.testing.assert_allclose(g[2].numpy() - g_plain[2].numpy(), expected, 1e-9)
-    np.testing.assert_allclose(g[3].numpy(), g_plain[3].numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(g[2]) - np.asarray(g_plain[2]), expected, 1e-9
+    )
+    np.testing.assert_allclose(np.asarray(g[3]), np.asarray(g_plain[3]), rtol=1e-12)
     for a, b in zip(g[:2], g_plain[:2]):  # The generator's field is unchanged.
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12)
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("penalty", ["r1", "wgan-gp"])
 def test_penalty_gradient_matches_finite_differences(penalty):
     """The nested gradient inside the game's stateless evaluation, by differences."""
@@ -334,7 +365,7 @@ def test_penalty_gradient_matches_finite_differences(penalty):
 
     h = 1e-6
     for k in range(2, len(point)):  # The discriminator's variables.
-        base = point[k].numpy()
+        base = np.asarray(point[k])
         expected = np.zeros_like(base)
         for where in np.ndindex(base.shape):
             values = []
@@ -343,7 +374,7 @@ def test_penalty_gradient_matches_finite_differences(penalty):
                 moved[where] += sign * h
                 values.append(discriminator_loss([*point[:k], moved, *point[k + 1 :]]))
             expected[where] = (values[0] - values[1]) / (2 * h)
-        np.testing.assert_allclose(gradients[k].numpy(), expected, atol=1e-8)
+        np.testing.assert_allclose(np.asarray(gradients[k]), expected, atol=1e-8)
 
 
 TRAINING = [
@@ -365,6 +396,7 @@ TRAINING = [
 ]
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("penalty", ["r1", "wgan-gp"])
 @pytest.mark.parametrize("case", TRAINING, ids=[c[0] for c in TRAINING])
 def test_training_with_a_penalty_matches_numpy(case, penalty):
@@ -377,7 +409,7 @@ def test_training_with_a_penalty_matches_numpy(case, penalty):
     k = 2 if method == "svre" else 1
     rng = np.random.default_rng(5)
     order = [list(rng.choice(N, 4, replace=False)) for _ in range(3 * k)]
-    field = ref.LinearGANField(x, model.noise_bank.numpy(), penalty, WEIGHT)
+    field = ref.LinearGANField(x, latent_bank(model), penalty, WEIGHT)
     lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
     theta, phi, _ = ref.run(
         field,
@@ -389,18 +421,20 @@ def test_training_with_a_penalty_matches_numpy(case, penalty):
         seed=model.seed,
         **kwargs,
     )
-    data = tf.data.Dataset.from_tensor_slices((np.array(order), x[np.array(order)]))
+    data = slices(np.array(order), x[np.array(order)])
     fit_kwargs = {}
     if method == "svre":
-        fit_kwargs["snapshot_data"] = tf.data.Dataset.from_tensor_slices(
-            (np.arange(N), x)
-        ).batch(5)
+        fit_kwargs["snapshot_data"] = batches(np.arange(N), x, size=5)
     history = model.fit(data, verbose=0, **fit_kwargs)
     assert all(np.isfinite(v[-1]) for v in history.history.values())
+    # Adam divides by the root of its second moment: a gradient entry near 0
+    # carries its float64 rounding (which depends on the backend's order of
+    # summing the penalty's gradient paths) into a step of full size. The
+    # steps are ~0.05: an absolute 1e-10 still catches any wrong term.
     actual = [np.ravel(v.numpy()) for v in model.discriminator.weights]
-    np.testing.assert_allclose(np.concatenate(actual), phi, rtol=1e-9)
+    np.testing.assert_allclose(np.concatenate(actual), phi, rtol=1e-9, atol=1e-10)
     actual = [np.ravel(v.numpy()) for v in model.generator.weights]
-    np.testing.assert_allclose(np.concatenate(actual), theta, rtol=1e-9)
+    np.testing.assert_allclose(np.concatenate(actual), theta, rtol=1e-9, atol=1e-10)
     penalty_value = float(model.compute_gradient_penalty(batch_of(x, [0, 1])))
     u = model.discriminator.trainable_variables[0].numpy()[:, 0]
     norm = np.linalg.norm(u)
@@ -409,6 +443,7 @@ def test_training_with_a_penalty_matches_numpy(case, penalty):
     np.testing.assert_allclose(penalty_value, expected, rtol=1e-9)
 
 
+@pytest.mark.jax
 def test_wgan_gp_draws_are_the_same_at_the_snapshot():
     """F_i(w) and F_i(w_S) coincide right after a snapshot: the same x_hat.
 
@@ -419,24 +454,25 @@ def test_wgan_gp_draws_are_the_same_at_the_snapshot():
     model = gan("wgan-gp", hidden=True)
     x = images()
     model.compile(optimizer=keras_svre.SVRE(0.1))
-    model.take_snapshot(tf.data.Dataset.from_tensor_slices((np.arange(N), x)).batch(6))
+    model.take_snapshot(batches(np.arange(N), x, size=6))
     batch = batch_of(x, [2, 5, 8])
     g, losses = model.field(batch, model.current_point())
     g_s, losses_s = model.field(batch, model.snapshot_point())
     for name in ("generator", "discriminator"):
         assert float(losses[name]) == float(losses_s[name])
     for a, b in zip(g, g_s, strict=True):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-14, atol=1e-15)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-14, atol=1e-15)
     # The same minibatch twice: the same draws.
     again, _ = model.field(batch, model.current_point())
     for a, b in zip(g, again, strict=True):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.jax
 def test_penalty_pass_leaves_batchnorm_statistics():
     """The penalty's extra discriminator pass moves no statistics."""
     x = images().astype("float32")
-    data = tf.data.Dataset.from_tensor_slices((np.arange(4), x[:4])).batch(4)
+    data = batches(np.arange(4), x[:4], size=4)
     statistics = []
     for penalty in (None, "r1"):
         model = gan(penalty, batch_norm=True)
@@ -450,6 +486,7 @@ def test_penalty_pass_leaves_batchnorm_statistics():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.jax
 def test_saved_and_evaluated(tmp_path):
     model = gan("wgan-gp", hidden=True, weight=2.5)
     config = model.get_config()
@@ -459,20 +496,20 @@ def test_saved_and_evaluated(tmp_path):
     )
     model.compile(optimizer=keras_svre.optimizers.get("ogda", 0.05))
     x = images()
-    data = tf.data.Dataset.from_tensor_slices((np.arange(N), x)).batch(4)
+    data = batches(np.arange(N), x, size=4)
     model.fit(data, verbose=0)
     model.save(tmp_path / "gan.keras")
     loaded = keras.models.load_model(tmp_path / "gan.keras")
     assert loaded.gradient_penalty == "wgan-gp"
     np.testing.assert_array_equal(
-        loaded.interpolation_bank.numpy(), model.interpolation_bank.numpy()
+        interpolation_draws(loaded), interpolation_draws(model)
     )
     batch = batch_of(x, [1, 6])
     assert float(loaded.compute_gradient_penalty(batch)) == float(
         model.compute_gradient_penalty(batch)
     )
     # Held-out minibatches (other indices) get fresh interpolation draws.
-    held_out = tf.data.Dataset.from_tensor_slices((np.arange(4) + 100, x[:4])).batch(2)
+    held_out = batches(np.arange(4) + 100, x[:4], size=2)
     losses = loaded.evaluate(held_out, verbose=0, return_dict=True)
     assert np.isfinite(losses["discriminator_loss"])
 
@@ -501,6 +538,7 @@ INVALID = [
 ]
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("arguments, message", INVALID, ids=[m for _, m in INVALID])
 def test_invalid_penalty_arguments(arguments, message):
     model = gan(None)
@@ -510,6 +548,7 @@ def test_invalid_penalty_arguments(arguments, message):
         )
 
 
+@pytest.mark.jax
 def test_compute_gradient_penalty_needs_a_penalty():
     with pytest.raises(ValueError, match="has no gradient penalty"):
         gan(None).compute_gradient_penalty(batch_of(images(), [0]))
@@ -546,6 +585,7 @@ def test_command_line_refuses_bad_penalties(capsys):
     )
 
 
+@pytest.mark.jax
 def test_run_config_penalty_settings_round_trip(tmp_path):
     config = RunConfig(gradient_penalty="WGAN_GP", gradient_penalty_weight=5)
     assert config.gradient_penalty == "wgan-gp"
@@ -563,6 +603,7 @@ def test_run_config_penalty_settings_round_trip(tmp_path):
             RunConfig(**settings)
 
 
+@pytest.mark.jax
 def test_run_config_builds_the_penalised_gan():
     config = RunConfig(
         width=4, gradient_penalty="r1", gradient_penalty_weight=2.0, batch_norm=False
@@ -610,6 +651,7 @@ ALTERNATING = [
 ]
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize(
     "name, n_dis, optimizer, options, model",
     ALTERNATING,
@@ -632,7 +674,7 @@ def test_alternating_game_matches_numpy_step_by_step(
     minibatches = bilinear_minibatches(3 * k)
     for t in range(3):
         chunk = np.array(minibatches[t * k : (t + 1) * k])
-        game.fit(tf.data.Dataset.from_tensor_slices(chunk), verbose=0)
+        game.fit(slices(chunk), verbose=0)
         x, y = ref.run_alternating(
             field,
             x0,
@@ -650,6 +692,7 @@ def test_alternating_game_matches_numpy_step_by_step(
         assert int(game.game_optimizers[1].iterations.numpy()) == n_dis * (t + 1)
 
 
+@pytest.mark.jax
 def test_alternating_gan_with_wgan_gp_matches_numpy():
     """The penalty is in each of the discriminator's steps; averages per iteration."""
     x = images()
@@ -661,7 +704,7 @@ def test_alternating_gan_with_wgan_gp_matches_numpy():
     )
     rng = np.random.default_rng(5)
     order = [list(rng.choice(N, 4, replace=False)) for _ in range(3 * 3)]
-    field = ref.LinearGANField(x, model.noise_bank.numpy(), "wgan-gp", WEIGHT)
+    field = ref.LinearGANField(x, latent_bank(model), "wgan-gp", WEIGHT)
     theta, phi = ref.run_alternating(
         field,
         np.concatenate([np.ravel(v.numpy()) for v in model.generator.weights]),
@@ -673,7 +716,7 @@ def test_alternating_gan_with_wgan_gp_matches_numpy():
         adaptive="adam",
         **KERAS_ADAM,
     )
-    data = tf.data.Dataset.from_tensor_slices((np.array(order), x[np.array(order)]))
+    data = slices(np.array(order), x[np.array(order)])
     history = model.fit(data, verbose=0)
     assert all(np.isfinite(v[-1]) for v in history.history.values())
     actual = [np.ravel(v.numpy()) for v in model.discriminator.weights]
@@ -683,13 +726,14 @@ def test_alternating_gan_with_wgan_gp_matches_numpy():
     assert model.iterations == 3 and int(model.average_count.numpy()) == 3
 
 
+@pytest.mark.jax
 def test_alternating_non_finite_step_is_not_applied():
     """A NaN in the first discriminator step: nothing of the iteration is applied."""
     model = gan(None)
     model.compile(generator_optimizer="sgd", discriminator_optimizer="sgd", n_dis=2)
     before = [v.numpy() for v in model.game_variables]
     x = np.full((N, PIXELS), np.nan)
-    data = tf.data.Dataset.from_tensor_slices((np.arange(N), x)).batch(4)
+    data = batches(np.arange(N), x, size=4)
     with pytest.raises(keras_svre.callbacks.NonFiniteLossError, match="iteration 1"):
         model.fit(data, verbose=0)
     assert [int(o.iterations.numpy()) for o in model.game_optimizers] == [0, 0]
@@ -697,6 +741,7 @@ def test_alternating_non_finite_step_is_not_applied():
         np.testing.assert_array_equal(a, b.numpy())
 
 
+@pytest.mark.jax
 def test_alternating_under_mixed_float16_skips_overflows_then_trains():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
@@ -726,7 +771,7 @@ def test_alternating_under_mixed_float16_skips_overflows_then_trains():
     assert model.dynamic_loss_scaling
     x = np.random.default_rng(0).uniform(-1, 1, (64, 4, 4, 1)).astype("float32")
     # 4 batches, 3 per iteration: one iteration a pass.
-    data = tf.data.Dataset.from_tensor_slices((np.arange(64), x)).batch(16)
+    data = batches(np.arange(64), x, size=16)
     before = [v.numpy() for v in model.game_variables]
     model.fit(data, verbose=0)
     assert [int(o.iterations.numpy()) for o in model.game_optimizers] == [0, 0]
@@ -770,6 +815,7 @@ ALTERNATING_REFUSALS = [
 ]
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize(
     "arguments, message", ALTERNATING_REFUSALS, ids=["zero", "bool", "se", "shared"]
 )
@@ -779,6 +825,7 @@ def test_alternating_refusals(arguments, message):
         game.compile(**arguments)
 
 
+@pytest.mark.jax
 def test_method_table_counts_alternating_iterations():
     assert methods.minibatches_per_iteration(False, n_dis=5) == 6
     assert methods.evaluations_per_iteration(False, False, n_dis=5) == 6
@@ -787,6 +834,7 @@ def test_method_table_counts_alternating_iterations():
     assert alternating == ["sgda", "adam", "ogda", "optimistic-adam"]
 
 
+@pytest.mark.jax
 def test_run_config_alternating(tmp_path):
     config = RunConfig(method="adam", n_dis=2, epochs=45)
     (phase,) = config.phases(batches_per_epoch=12)  # no warm start before adam

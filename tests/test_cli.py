@@ -1,4 +1,10 @@
-"""The `keras-svre` command line: train, sample, and bad input (exit 2, no traceback)."""
+"""The `keras-svre` command line: train, sample, and bad input (exit 2, no traceback).
+
+The same tests on both backends (`KERAS_BACKEND=jax pytest -m jax
+tests/test_cli.py`), but for the TensorFlow-only features (`tf.distribute`
+strategies, TFDS datasets). On JAX the offline digits are NumPy arrays and
+`--data-dir` is unused.
+"""
 
 import csv
 import json
@@ -9,11 +15,16 @@ import sys
 import keras
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 import keras_svre
 from keras_svre import cli
-from tests.cli_helpers import TINY, fails_cleanly
+from tests import tensorboard_helpers
+from tests.cli_helpers import BACKEND, TINY, fails_cleanly, tensorflow_only
+
+pytestmark = pytest.mark.jax
+
+# TensorFlow's op determinism; JAX on CPU is deterministic (the flag is refused).
+DETERMINISTIC = ["--deterministic"] if BACKEND == "tensorflow" else []
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +43,7 @@ def test_train_leaves_samples_metrics_and_model(trained):
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and {"generator_loss", "discriminator_loss"} <= set(rows[0])
     summary = json.loads((trained / "metrics.json").read_text())
+    assert summary["backend"] == BACKEND
     assert summary["iterations"] == 2
     # 4 per SVRE iteration, plus n = 4 minibatches' worth per snapshot pass.
     assert summary["snapshots"] >= 1
@@ -44,6 +56,7 @@ def test_train_leaves_samples_metrics_and_model(trained):
     assert model.optimizer.restart_probability == pytest.approx(0.25)
     run = json.loads((trained / "run.json").read_text())
     assert run["method"] == "svre" and run["steps"] == 2
+    assert run["backend"] == BACKEND
     assert not list(trained.glob(".partial-*"))
 
 
@@ -55,7 +68,11 @@ def test_sample_writes_images_in_the_unit_range(trained, tmp_path, capsys):
     assert images.shape == (5, 28, 28, 1) and images.dtype == np.float32
     assert 0.0 <= images.min() and images.max() <= 1.0
     assert images.std() > 0
-    assert "wrote 5 images" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "wrote 5 images" in out
+    # The run was not evaluated (--no-evaluate): no score chose the generator.
+    assert "from the ema generator (the model's default generator; no evaluation" in out
+    assert "scored best" not in out
 
 
 @pytest.mark.parametrize(
@@ -80,6 +97,7 @@ def test_unknown_strategy_is_refused_by_the_parser(capsys):
     assert "invalid choice: 'horovod'" in capsys.readouterr().err
 
 
+@tensorflow_only
 def test_multiworker_needs_tf_config(capsys, monkeypatch, tmp_path, data_dir):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     argv = ["train", *TINY, "--strategy", "multiworker", "--out", os.fspath(tmp_path)]
@@ -100,7 +118,10 @@ def test_resume_refuses_other_settings(capsys, trained, tmp_path):
     assert "continues a run with its own settings" in err
 
 
+@tensorflow_only
 def test_wrong_image_shape_for_the_architecture(capsys, tmp_path):
+    import tensorflow_datasets as tfds
+
     argv = ["train", *TINY, "--dataset", "cifar10", "--architecture", "mnist_dcgan"]
     argv += ["--batch-size", "4", "--data-dir", os.fspath(tmp_path / "tfds")]
     with tfds.testing.mock_data(num_examples=16):
@@ -128,6 +149,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     assert all(np.isfinite(v.numpy()).all() for v in checkpoint.weights)
 
 
+@tensorflow_only
 def test_strategy_names_match_the_distribute_module():
     from keras_svre import distribute
 
@@ -187,7 +209,7 @@ def test_resume_across_the_warm_start_switch_equals_an_uninterrupted_run(
     common = [
         "train",
         *WARM,
-        "--deterministic",
+        *DETERMINISTIC,
         "--no-evaluate",
         "--data-dir",
         data_dir,
@@ -248,3 +270,102 @@ def test_sample_draws_the_generator_that_scored_best(tmp_path, data_dir, capsys)
     )
     expected = (model.generate(6, which=best, seed=0) + 1.0) / 2.0
     np.testing.assert_allclose(np.load(npy), np.clip(expected, 0, 1), atol=1e-6)
+
+
+# The default run (`keras-svre train` with its defaults: SGDA-Adam warm start,
+# then SVRE-VRAd; the final evaluation; TensorBoard), made tiny.
+DEFAULT_TINY = ["--take", "256", "--batch-size", "32", "--width", "2"]
+DEFAULT_TINY += ["--epochs", "2", "--warm-start-epochs", "1", "--verbose", "0"]
+
+
+def test_the_default_run_evaluates_saves_logs_and_samples(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    argv = ["train", *DEFAULT_TINY, "--data-dir", data_dir, "--out", os.fspath(out)]
+    assert cli.main(argv) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["backend"] == BACKEND
+    assert [p["method"] for p in summary["phases"]] == ["adam", "svre-vrad"]
+    evaluation = summary["evaluation"]
+    for which in ("ema", "average", "current"):
+        assert evaluation[which]["inception_score"] >= 1.0
+        assert np.isfinite(evaluation[which]["fid"])
+    assert evaluation["best"] in ("ema", "average", "current")
+    model = keras.models.load_model(out / "model.keras")
+    assert model.default_generator == evaluation["best"]
+    # TensorBoard: the losses and counts, the final evaluation and the sample
+    # grids, at the run's iterations (8 Adam, then 4 SVRE iterations).
+    events = tensorboard_helpers.events(out / "tensorboard")
+    last = summary["iterations"]
+    assert last == 12
+    assert events["iterations"][last] == ("scalars", float(last))
+    assert events["fid_ema"][last][1] == pytest.approx(evaluation["ema"]["fid"])
+    assert sorted(events["samples/ema"]) == [8, 12]
+    plugin, (height, width, png) = events["samples/ema"][last]
+    assert plugin == "images" and tensorboard_helpers.png_shape(png) == (
+        height,
+        width,
+    )
+    capsys.readouterr()
+    npy = tmp_path / "digits.npy"
+    argv = ["sample", "--model", os.fspath(out / "model.keras"), "--num", "4"]
+    assert cli.main([*argv, "--out", os.fspath(npy)]) == 0
+    assert (
+        f"from the {evaluation['best']} generator (the model's default: the "
+        "generator that scored best in the evaluation before it was saved)"
+        in capsys.readouterr().out
+    )
+    assert np.load(npy).shape == (4, 28, 28, 1)
+
+
+def test_a_failure_in_training_saves_the_latest_state_and_names_the_phase(
+    tmp_path, data_dir, monkeypatch
+):
+    """A crash in the SVRE phase's second epoch: its first epoch is saved."""
+    from keras_svre import callbacks, run
+
+    original = callbacks.SampleGrid.on_epoch_end
+
+    def fails_in_the_third_epoch(self, epoch, logs=None):
+        if epoch == 2:
+            raise RuntimeError("the disk is full")
+        return original(self, epoch, logs)
+
+    monkeypatch.setattr(callbacks.SampleGrid, "on_epoch_end", fails_in_the_third_epoch)
+    out = tmp_path / "run"
+    argv = ["train", *DEFAULT_TINY[:6], "--epochs", "3", "--warm-start-epochs", "1"]
+    argv += ["--verbose", "0", "--no-evaluate", "--data-dir", data_dir]
+    with pytest.raises(run.TrainingError) as raised:
+        cli.main([*argv, "--out", os.fspath(out)])
+    message = str(raised.value)
+    # 8 Adam iterations, then 4 SVRE iterations an epoch.
+    assert message.startswith(
+        "the svre-vrad phase (2 of 2) failed at iteration 16 with RuntimeError: the "
+        "disk is full (the latest state (iteration 16) is saved in "
+    )
+    assert "continue with `keras-svre train --resume" in message
+    saved = keras.models.load_model(out / "checkpoint.keras")
+    assert isinstance(saved.optimizer, keras_svre.SVRE) and saved.iterations == 8
+    assert not (out / "model.keras").exists()
+
+
+def test_a_failed_final_evaluation_keeps_the_trained_state(
+    tmp_path, data_dir, monkeypatch
+):
+    from keras_svre import metrics, run
+
+    def broken(*args, **kwargs):
+        raise ValueError("no classifier today")
+
+    monkeypatch.setattr(metrics, "evaluate_images", broken)
+    out = tmp_path / "run"
+    argv = ["train", *TINY[:-2], "--method", "adam", "--steps", "2"]
+    argv += ["--batch-size", "64", "--data-dir", data_dir, "--out", os.fspath(out)]
+    argv = [a for a in argv if a != "--no-evaluate"]
+    with pytest.raises(run.TrainingError) as raised:
+        cli.main(argv)
+    assert str(raised.value).startswith(
+        "the final evaluation (training had finished) failed at iteration 2 with "
+        "ValueError: no classifier today (the latest state (iteration 2) is saved "
+    )
+    saved = keras.models.load_model(out / "checkpoint.keras")
+    assert saved.iterations == 2

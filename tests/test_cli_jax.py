@@ -1,4 +1,6 @@
-"""`keras-svre train` on the JAX backend, and runs that move between backends.
+"""What differs between the backends on the command line, and runs that move
+between them (the command line's own tests, tests/test_cli.py and
+tests/test_cli_outputs.py, run on both).
 
     KERAS_BACKEND=jax pytest tests/test_cli_jax.py
 
@@ -40,19 +42,6 @@ def trained(tmp_path_factory, request):
         argv += ["--data-dir", request.getfixturevalue("data_dir")]
     assert cli.main([*argv, "--out", os.fspath(out)]) == 0
     return out
-
-
-@on_jax
-def test_train_on_jax_records_the_backend_and_saves_the_gan(trained):
-    summary = json.loads((trained / "metrics.json").read_text())
-    assert summary["backend"] == "jax"
-    assert summary["iterations"] == 2 and summary["snapshots"] >= 1
-    assert summary["minibatch_evaluations"] == 8 + 4 * summary["snapshots"]
-    assert np.isfinite(summary["final_losses"]["generator_loss"])
-    assert json.loads((trained / "run.json").read_text())["backend"] == "jax"
-    gan = keras.models.load_model(trained / "model.keras")
-    assert isinstance(gan, keras_svre.GAN) and gan.iterations == 2
-    assert isinstance(gan.optimizer, keras_svre.SVRE)
 
 
 @on_jax
@@ -112,15 +101,6 @@ def test_a_saved_gan_loads_on_the_other_backend(trained, tmp_path):
             "train on several devices with keras.distribution",
         ),
         (["--deterministic"], "XLA_FLAGS=--xla_gpu_deterministic_ops=true"),
-        (
-            ["--method", "adam", "--n-dis", "2"],
-            "--n-dis runs on Keras' TensorFlow backend only for now; this is the "
-            "jax backend",
-        ),
-        (
-            ["--gradient-penalty", "r1"],
-            "--gradient-penalty runs on Keras' TensorFlow backend only for now",
-        ),
     ],
 )
 def test_tensorflow_only_options_are_refused_on_jax(capsys, tmp_path, extra, message):
@@ -164,18 +144,3 @@ def test_a_missing_optional_dependency_is_one_line(capsys, tmp_path, monkeypatch
         "--format savedmodel needs `tensorflow`, which is not installed: install "
         "TensorFlow, or write a .keras file with --format keras",
     )
-
-
-@on_jax
-def test_tensorflow_only_game_options_are_refused_on_jax_in_python():
-    """Alternating updates and gradient penalties: one line naming the backend."""
-    game = keras_svre.BilinearGame(dim=4, dtype="float32")
-    with pytest.raises(ValueError, match="TensorFlow backend only for now"):
-        game.compile(
-            x_optimizer=keras.optimizers.SGD(0.1),
-            y_optimizer=keras.optimizers.SGD(0.1),
-            n_dis=2,
-        )
-    generator, discriminator = keras_svre.models.get_networks("mnist_dcgan", width=2)
-    with pytest.raises(ValueError, match="TensorFlow backend only for now"):
-        keras_svre.GAN(generator, discriminator, num_examples=8, gradient_penalty="r1")

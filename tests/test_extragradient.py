@@ -72,6 +72,8 @@ EXPECTED_METHODS = {
     "se-a": (Extragradient, "adam"),
     "svre": (SVRE, None),
     "svre-vrad": (SVRE, "adam"),
+    "svre-opt": (SVRE, None),
+    "svre-vrad-opt": (SVRE, "adam"),
 }
 
 

@@ -247,6 +247,27 @@ def test_compile_errors_are_clear():
         game.compile(optimizer=keras.optimizers.SGD(), one_minibatch=True)
 
 
+def test_compile_refuses_ambiguous_optimizers_in_one_sentence():
+    game = make_game()
+    with pytest.raises(RuntimeError, match=r"Compile the game before fitting it"):
+        game.fit(minibatches(np.zeros((2, 1))), verbose=0)
+    with pytest.raises(ValueError, match=r"^Pass either `optimizer` .* not both\.$"):
+        game.compile(optimizer=keras_svre.SVRE(0.1), x_optimizer=keras_svre.SVRE(0.1))
+    with pytest.raises(
+        ValueError, match=r"^No optimizer given for player\(s\) \['y'\]\.$"
+    ):
+        game.compile(x_optimizer=keras_svre.SVRE(0.1))
+    shared = keras_svre.Extragradient(0.1)
+    with pytest.raises(ValueError, match=r"^The same optimizer instance was given"):
+        game.compile(x_optimizer=shared, y_optimizer=shared)
+    # A refused compile leaves the game uncompiled; a good one then works.
+    assert game.game_optimizers == []
+    game.compile(x_optimizer=keras_svre.SVRE(0.1), y_optimizer=keras_svre.SVRE(0.2))
+    assert game.player_names == ["x", "y"]
+    assert game.player_learning_rates == pytest.approx({"x": 0.1, "y": 0.2})
+    assert [len(v) for v in game.by_player(game.game_variables).values()] == [1, 1]
+
+
 def test_fit_needs_a_dataset():
     game = make_game()
     game.compile(optimizer=keras_svre.SVRE(0.1))
@@ -332,3 +353,54 @@ def test_dynamic_loss_scale_grows_after_good_steps_and_changes_nothing():
     assert float(numpy(game.loss_scale)) == 4.0
     np.testing.assert_allclose(numpy(game.x), numpy(plain.x), rtol=1e-12)
     np.testing.assert_allclose(numpy(game.y), numpy(plain.y), rtol=1e-12)
+
+
+class _WrongLosses(keras_svre.BilinearGame):
+    """The bilinear game with its losses broken in the way `broken` says."""
+
+    def __init__(self, broken, **kwargs):
+        super().__init__(**kwargs)
+        self.broken = broken
+
+    def compute_player_losses(self, data, training=True):
+        losses = super().compute_player_losses(data, training)
+        if self.broken == "key":
+            return {"x": losses["x"], "why": losses["y"]}
+        if self.broken == "not a dict":
+            return [losses["x"], losses["y"]]
+        # Per-example losses: one value per minibatch entry.
+        index = keras.ops.reshape(keras.ops.cast(data, "float64"), (-1,))
+        return {"x": losses["x"] * index, "y": losses["y"]}
+
+
+@pytest.mark.parametrize(
+    "broken, message",
+    [
+        (
+            "key",
+            "`compute_player_losses` must return a dict with one scalar loss per "
+            "player, keyed by the players' names ['x', 'y']. Received: ['why', 'x'].",
+        ),
+        (
+            "not a dict",
+            "`compute_player_losses` must return a dict with one scalar loss per "
+            "player, keyed by the players' names ['x', 'y']. Received: list.",
+        ),
+        (
+            "per example",
+            "`compute_player_losses` must return one scalar loss per player (a mean "
+            "over the minibatch, e.g. `keras.ops.mean`). Received: a loss of shape "
+            "(2,) for player 'x'.",
+        ),
+    ],
+)
+def test_wrong_player_losses_are_refused_before_training(broken, message):
+    game = _WrongLosses(broken, dim=DIM, seed=SEED)
+    game.compile(optimizer=keras_svre.SVRE(0.1))
+    before = [numpy(v) for v in game.game_variables]
+    with pytest.raises(ValueError) as raised:
+        game.fit(components(DIM, 2), epochs=1, verbose=0)
+    assert str(raised.value) == message
+    assert game.iterations == 0
+    for a, b in zip(before, game.game_variables, strict=True):
+        np.testing.assert_array_equal(a, numpy(b))

@@ -6,7 +6,7 @@ import pytest
 
 import keras_svre
 from tests import numpy_reference as ref
-from tests.backend_helpers import BACKEND, batched, minibatches, numpy
+from tests.backend_helpers import BACKEND, batched, latent_bank, minibatches, numpy
 
 pytestmark = pytest.mark.jax
 
@@ -84,14 +84,15 @@ METHODS = [
 def test_each_method_matches_numpy(case):
     _, factory, method, kwargs = case
     x = images()
-    gan = linear_gan()
+    # The NumPy model's finite sum has one fixed set of latents.
+    gan = linear_gan(latents="fixed")
     optimizer = factory()
     gan.compile(optimizer=optimizer)
     k = 1 if method in ("sgda", "ogda") else 2
     iterations = 6
     rng = np.random.default_rng(5)
     order = [rng.choice(N, 4, replace=False) for _ in range(iterations * k)]
-    field = ref.LinearGANField(x, gan.noise_bank.numpy())
+    field = ref.LinearGANField(x, latent_bank(gan))
     lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
     theta, phi, _ = ref.run(
         field,
@@ -123,7 +124,7 @@ def test_same_latent_for_the_same_example():
     second = gan.compute_player_losses(batch)
     assert float(first["generator"]) == float(second["generator"])
     np.testing.assert_array_equal(
-        numpy(gan.latents(np.array([7, 3]))), gan.noise_bank.numpy()[[7, 3]]
+        numpy(gan.latents(np.array([7, 3]))), latent_bank(gan)[[7, 3]]
     )
 
 
@@ -153,7 +154,9 @@ def batchnorm_gan():
     discriminator = keras.Sequential(
         [keras.Input((PIXELS,)), keras.layers.Dense(1)], name="d"
     )
-    return keras_svre.GAN(generator, discriminator, num_examples=N, seed=0)
+    return keras_svre.GAN(
+        generator, discriminator, num_examples=N, seed=0, latents="fixed"
+    )
 
 
 def test_batchnorm_statistics_move_only_at_the_current_point():
@@ -165,7 +168,7 @@ def test_batchnorm_statistics_move_only_at_the_current_point():
     copy = keras.models.clone_model(gan.generator)
     copy.set_weights(gan.generator.get_weights())
     i, j = [0, 1, 2, 3], [4, 5, 6, 7]
-    copy(gan.noise_bank.numpy()[i], training=True)
+    copy(latent_bank(gan)[i], training=True)
     gan.fit(indexed(x, [i, j]), snapshot_data=all_examples(x, 6), verbose=0)
     bn, bn_copy = gan.generator.layers[-1], copy.layers[-1]
     np.testing.assert_allclose(
@@ -320,3 +323,60 @@ def test_losses_by_hand(loss):
         expected[0], rel=1e-6
     )
     assert float(pair.generator_loss(fake)) == pytest.approx(expected[1], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (
+            {"num_examples": "128"},
+            "Argument `num_examples` (the number of training examples) must be a "
+            "positive integer. Received: num_examples='128'.",
+        ),
+        (
+            {"num_examples": 12.0},
+            "Received: num_examples=12.0.",
+        ),
+        (
+            {"num_examples": 0},
+            "Received: num_examples=0.",
+        ),
+        (
+            {"num_examples": N, "latent_dim": "3"},
+            "Argument `latent_dim` must be a positive integer. Received: "
+            "latent_dim='3'.",
+        ),
+        (
+            {"num_examples": N, "ema_decay": "0.999"},
+            "Argument `ema_decay` must be a number in [0, 1). Received: "
+            "ema_decay='0.999'.",
+        ),
+    ],
+)
+def test_wrongly_typed_arguments_are_refused(arguments, message):
+    gan = linear_gan()
+    with pytest.raises(ValueError) as raised:
+        keras_svre.GAN(gan.generator, gan.discriminator, **arguments)
+    assert message in str(raised.value)
+    assert (
+        keras_svre.GAN(
+            gan.generator, gan.discriminator, num_examples=np.int64(N)
+        ).num_examples
+        == N
+    )
+
+
+@pytest.mark.skipif(
+    BACKEND != "tensorflow", reason="Keras exports SavedModels with TensorFlow"
+)
+def test_export_writes_the_default_generator(tmp_path):
+    import tensorflow as tf
+
+    gan = linear_gan(dtype="float32")
+    gan.compile(optimizer=keras_svre.SVRE(0.1))
+    gan.export(tmp_path / "generator", verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "generator"))
+    latents = np.random.default_rng(0).normal(size=(5, LATENT)).astype("float32")
+    np.testing.assert_allclose(
+        served.serve(latents).numpy(), numpy(gan.generate(latents)), rtol=1e-6
+    )

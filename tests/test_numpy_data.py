@@ -103,19 +103,33 @@ def test_the_jax_path_imports_no_tensorflow():
     or keras.backend.backend() != "jax",
     reason="the command line where TensorFlow is not installed (JAX backend)",
 )
-def test_the_command_line_trains_without_tensorflow(tmp_path, capsys):
-    """No TensorFlow: `train` saves its model and leaves out TensorBoard, saying so;
-    asking for TensorBoard is a one-line error."""
-    from keras_svre import cli
+def test_the_command_line_trains_without_tensorflow(tmp_path, capsys, monkeypatch):
+    """No TensorFlow: `train` saves its model and writes TensorBoard logs with
+    tensorboardX; with no writer at all it leaves them out, saying so, and
+    asking for them is a one-line error."""
+    from keras_svre import cli, summaries
+    from tests import tensorboard_helpers
     from tests.cli_helpers import TINY
 
-    short = [*TINY, "--steps", "2", "--batch-size", "64"]
+    short = [*TINY, "--steps", "2", "--batch-size", "64", "--log-every", "1"]
     out = tmp_path / "run"
     assert cli.main(["train", *short, "--out", os.fspath(out)]) == 0
-    assert "no TensorBoard logs" in capsys.readouterr().out
     assert (out / "model.keras").exists()
+    events = tensorboard_helpers.events(out / "tensorboard")
+    for tag in ("loss", "generator_loss", "discriminator_loss", "iterations"):
+        assert sorted(events[tag]) == [1, 2], tag
+    assert events["iterations"][2] == ("scalars", 2.0)
+    plugin, (height, width, png) = events["samples/ema"][2]
+    assert plugin == "images" and (height, width) == (240, 240)
+    assert tensorboard_helpers.png_shape(png) == (240, 240)
+
+    monkeypatch.setattr(summaries, "available", lambda: False)
+    out = tmp_path / "run2"
+    assert cli.main(["train", *short, "--out", os.fspath(out)]) == 0
+    assert "no TensorBoard logs" in capsys.readouterr().out
     assert not (out / "tensorboard").exists()
     argv = ["train", *short, "--tensorboard", os.fspath(tmp_path / "tb")]
-    assert cli.main([*argv, "--out", os.fspath(tmp_path / "run2")]) == cli.EXIT_USAGE
+    assert cli.main([*argv, "--out", os.fspath(tmp_path / "run3")]) == cli.EXIT_USAGE
     err = capsys.readouterr().err
-    assert "--tensorboard needs TensorFlow" in err and "Traceback" not in err
+    assert "--tensorboard needs TensorFlow or tensorboardX" in err
+    assert "Traceback" not in err

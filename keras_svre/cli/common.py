@@ -58,11 +58,11 @@ def load_gan(path):
     return gan
 
 
-def which_generator(gan, which) -> tuple[str, str]:
-    """The generator `--which` names, and why (for the report)."""
+def which_generator(gan, which, path) -> tuple[str, str]:
+    """The generator `--which` names, and why (for the report); `path` is the
+    model's file (the run's records beside it say what chose the default)."""
     if which == "best":
-        return gan.default_generator, (
-            " (the model's default: the generator that scored best in the "
-            "evaluation before it was saved)"
-        )
+        from keras_svre import run
+
+        return gan.default_generator, run.why_default_generator(gan, path)
     return which, ""

@@ -66,9 +66,11 @@ class Evaluator:
     def _real_images(self):
         import numpy as np
 
+        from keras_svre.game import data as game_data
+
         batches = [
-            element[-1] if isinstance(element, tuple) else element
-            for element in self.real_images.as_numpy_iterator()
+            element[-1] if isinstance(element, (tuple, list)) else element
+            for element in game_data.iterate(self.real_images)
         ]
         return (np.concatenate(batches).astype("float32") + 1.0) / 2.0
 

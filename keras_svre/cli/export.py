@@ -114,7 +114,7 @@ def run(args) -> None:
     _check_arguments(args, path, out, saved_model)
     check_intact(path)
     gan = load_gan(path)
-    which, why = which_generator(gan, args.which)
+    which, why = which_generator(gan, args.which, path)
     generator = gan.generator_model(which)
     rundir.make_folder(out.parent, "the folder of --out")
     try:

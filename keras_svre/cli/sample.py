@@ -89,7 +89,7 @@ def run(args) -> None:
     out, grid, png_dir = _outputs(args)
     check_intact(path)
     gan = load_gan(path)
-    which, why = which_generator(gan, args.which)
+    which, why = which_generator(gan, args.which, path)
     images = (gan.generate(args.num, which=which, seed=args.seed) + 1.0) / 2.0
     images = np.clip(images, 0.0, 1.0).astype("float32")
     written = []

@@ -156,6 +156,7 @@ class Training:
             on_switch=lambda phase: say(
                 f"warm start done; switching to {phase.method.name}"
             ),
+            checkpoint=self.checkpoint,
         )
         if guard.nonfinite_step is not None:
             where = f"{self.checkpoint}"
@@ -210,7 +211,7 @@ class Training:
         if not can_write_tensorboard(args):
             print(
                 "keras-svre train: no TensorBoard logs (writing them needs "
-                "TensorFlow, which is not installed)"
+                "TensorFlow or tensorboardX, and neither is installed)"
             )
             return None
         return callbacks.TensorBoardLogger(
@@ -266,6 +267,7 @@ class Training:
                     self.gan,
                     self.tensorboard,
                     summary["iterations"],
+                    self.checkpoint,
                 )
             )
         callbacks.save_atomically(self.gan, files / "model.keras")
@@ -358,19 +360,20 @@ def final_losses(csv_path) -> dict:
 
 
 def can_write_tensorboard(args) -> bool:
-    """Whether TensorBoard logs can be written (they need TensorFlow's writer).
+    """Whether TensorBoard logs can be written (they need TensorFlow's writer
+    or tensorboardX's).
 
-    Without TensorFlow (the JAX backend alone), the default logs are left out;
+    Without either (the JAX backend alone), the default logs are left out;
     an explicit `--tensorboard DIR` is an error.
     """
-    import importlib.util
+    from keras_svre import summaries
 
-    if importlib.util.find_spec("tensorflow") is not None:
+    if summaries.available():
         return True
     if args.tensorboard is not None:
         raise UsageError(
-            "--tensorboard needs TensorFlow (its summary writer), which is not "
-            "installed: pip install tensorflow, or drop --tensorboard"
+            "--tensorboard needs TensorFlow or tensorboardX, and neither is "
+            'installed: pip install "keras-svre[jax]", or drop --tensorboard'
         )
     return False
 
@@ -385,10 +388,16 @@ def say(message):
     print(f"keras-svre train: {message}", file=sys.stderr)
 
 
-def evaluation_summary(config, args, evaluator, gan, tensorboard, iterations):
+def evaluation_summary(
+    config, args, evaluator, gan, tensorboard, iterations, checkpoint=None
+):
     """The final evaluation's part of the summary (the best generator is made
-    the GAN's default)."""
-    from keras_svre import data
+    the GAN's default).
+
+    If the evaluation fails, the trained game is saved to `checkpoint` first
+    (`keras_svre.run.after_training`).
+    """
+    from keras_svre import data, run
 
     if config.dataset.startswith(data.FOLDER_PREFIX) and not args.no_evaluate:
         return {
@@ -399,7 +408,7 @@ def evaluation_summary(config, args, evaluator, gan, tensorboard, iterations):
         }
     if evaluator is None:
         return {}
-    evaluation = evaluator(gan)
+    evaluation = run.after_training("the final evaluation", evaluator, gan, checkpoint)
     if tensorboard is not None:
         tensorboard.write_scalars(evaluator_lib.flat_evaluation(evaluation), iterations)
     # `keras-svre sample` (and `gan.generate()`) then draw from the

@@ -14,28 +14,14 @@ from keras_svre.data.finite_sum import (
     check_pipeline_arguments,
     from_dataset,
 )
+from keras_svre.data.folder import from_folder
 from keras_svre.data.names import (  # noqa: F401  (part of this module's API)
     DATA_DIR_ENV,
     FOLDER_PREFIX,
     OFFLINE_DATASET,
     SUPPORTED_DATASETS,
+    resolve_data_dir,
 )
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> str | None:
-    """Returns the TFDS data directory to use.
-
-    Args:
-        data_dir: An explicit directory; it wins.
-
-    Returns:
-        `data_dir` if given, else the environment variable
-        `KERAS_SVRE_DATA_DIR` if set, else `None` (TFDS' own default:
-        `$TFDS_DATA_DIR` or `~/tensorflow_datasets`).
-    """
-    if data_dir is not None:
-        return os.fspath(data_dir)
-    return os.environ.get(DATA_DIR_ENV) or None
 
 
 def prepare(
@@ -245,9 +231,6 @@ def load(
 
 
 def _load_folder(name: str, *, split: str, cache: bool | str, **arguments):
-    # Imported here: `folder` imports this module.
-    from keras_svre.data.folder import from_folder
-
     path = name[len(FOLDER_PREFIX) :]
     if not path:
         raise ValueError(

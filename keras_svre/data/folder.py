@@ -24,7 +24,6 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from keras_svre.data.datasets import FOLDER_PREFIX, resolve_data_dir
 from keras_svre.data.finite_sum import (
     FiniteSumData,
     ImageSize,
@@ -32,6 +31,7 @@ from keras_svre.data.finite_sum import (
     from_dataset,
     resize_uint8,
 )
+from keras_svre.data.names import FOLDER_PREFIX, resolve_data_dir
 
 #: The file name endings (any case) read as images.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")

@@ -10,13 +10,11 @@ the other players take the generator's (together, simultaneously).
 
 from __future__ import annotations
 
-import keras
+import functools
 
-from keras_svre._optional import LazyModule
+from keras import ops
+
 from keras_svre.game import data as game_data
-
-# The alternating step is written for the TensorFlow backend's Game.
-tf = LazyModule("tensorflow", "alternating updates (n_dis)")
 
 
 def check(n_dis, players, groups, extrapolates: bool, variance_reduced: bool):
@@ -39,12 +37,6 @@ def check(n_dis, players, groups, extrapolates: bool, variance_reduced: bool):
         raise ValueError(
             "Argument `n_dis` must be None (simultaneous steps) or a positive "
             f"integer. Received: n_dis={n_dis!r}."
-        )
-    if keras.backend.backend() != "tensorflow":
-        raise ValueError(
-            "Alternating updates (`n_dis`) run on Keras' TensorFlow backend only "
-            f"for now; this is the {keras.backend.backend()!r} backend. Use "
-            "simultaneous steps (n_dis=None), or KERAS_BACKEND=tensorflow."
         )
     if extrapolates or variance_reduced:
         raise ValueError(
@@ -87,19 +79,20 @@ def step(game, data):
     averages (`_after_update`) move once per iteration, with the others'
     step.
 
+    Each discriminator step is applied or skipped by the backend's
+    conditional (`Game._cond`: `tf.cond` on every replica, `jax.lax.cond`).
+
     Returns:
         `(losses, finite, finite_losses)`: each player's loss (the last
         player's averaged over its steps, each from the evaluation its own
         step used) and whether every gradient / every loss was finite.
     """
-    from keras_svre import distribute  # TensorFlow's
-
     names = game.player_names
     last, others = names[-1], names[:-1]
     last_groups = [g for g in game._groups if last in g.players]
     other_groups = [g for g in game._groups if last not in g.players]
-    finite = tf.constant(True)
-    finite_losses = tf.constant(True)
+    finite = ops.convert_to_tensor(True)
+    finite_losses = ops.convert_to_tensor(True)
     last_losses = []
     for m in range(game.n_dis):
         gradients, losses = game.gradients_at(
@@ -110,16 +103,15 @@ def step(game, data):
 
         def apply(gradients=gradients):
             game._apply(gradients, last_groups)
-            return tf.constant(True)
 
-        distribute.cond_on_every_replica(finite, apply, lambda: tf.constant(False))
+        game._cond(finite, apply, lambda: None)
     gradients, losses = game.gradients_at(
         game_data.take(data, game.n_dis), game.current_point(), True, players=others
     )
     finite, finite_losses = _still_finite(finite, finite_losses, gradients, losses)
     game._apply_if_finite(gradients, finite, other_groups)
     losses = dict(losses)
-    losses[last] = tf.add_n(last_losses) / float(game.n_dis)
+    losses[last] = functools.reduce(ops.add, last_losses) / float(game.n_dis)
     return losses, finite, finite_losses
 
 
@@ -127,6 +119,6 @@ def _still_finite(finite, finite_losses, gradients, losses):
     losses_ok = game_data.all_finite(list(losses.values()))
     gradients_ok = game_data.all_finite(gradients)
     return (
-        tf.logical_and(finite, tf.logical_and(losses_ok, gradients_ok)),
-        tf.logical_and(finite_losses, losses_ok),
+        ops.logical_and(finite, ops.logical_and(losses_ok, gradients_ok)),
+        ops.logical_and(finite_losses, losses_ok),
     )

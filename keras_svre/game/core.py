@@ -10,28 +10,15 @@ from keras import ops
 
 from keras_svre import callbacks as game_callbacks
 from keras_svre import optimizers as game_optimizers
-from keras_svre.game import alternating, loss_scaling, snapshots
+from keras_svre.game import alternating, compiling, loss_scaling, snapshots
+from keras_svre.game import backend as game_backend
 from keras_svre.game import data as game_data
 from keras_svre.game.backend import GameTrainer
-from keras_svre.optimizers.methods import (
-    evaluations_per_iteration,
-    minibatches_per_iteration,
-)
-
-UPDATE_POINTS = ("extrapolated", "opponent_extrapolated")
+from keras_svre.game.compiled import CompiledGame
+from keras_svre.game.compiling import UPDATE_POINTS  # noqa: F401  (API)
 
 
-class _Group:
-    """Players that share one optimizer, and where their variables are."""
-
-    def __init__(self, optimizer, players, indices, variables):
-        self.optimizer = optimizer
-        self.players = tuple(players)
-        self.indices = list(indices)
-        self.variables = list(variables)
-
-
-class Game(GameTrainer, keras.Model):
+class Game(CompiledGame, GameTrainer, keras.Model):
     """A differentiable game whose players are trained with `fit`.
 
     A game has players, each owning some trainable variables and minimising
@@ -109,7 +96,8 @@ class Game(GameTrainer, keras.Model):
         # run draws what an uninterrupted one would have.
         self.restart_draws = self.add_weight(
             shape=(),
-            dtype="int64",
+            # int64 on TensorFlow, int32 on JAX (no x64): Keras' "int".
+            dtype="int",
             initializer="zeros",
             trainable=False,
             name="restart_draws",
@@ -177,48 +165,17 @@ class Game(GameTrainer, keras.Model):
             **player_optimizers: `<player>_optimizer` arguments.
         """
         names = list(self.players())
-        given = self._given_optimizers(names, optimizer, player_optimizers)
-        if update_point not in UPDATE_POINTS:
-            raise ValueError(
-                f"Argument `update_point` must be one of {UPDATE_POINTS}. "
-                f"Received: update_point={update_point!r}."
-            )
+        given = compiling.given_optimizers(names, optimizer, player_optimizers)
+        compiling.check_update_point(update_point)
         dynamic_scaling = loss_scaling.settings(
             [opt for opt, _ in given], self.dtype_policy.name
         )
-        # A `LossScaleOptimizer` is recognised: the game runs its dynamic
-        # scaling and the method is its inner optimizer's.
-        given_inner = [(loss_scaling.unwrap(opt), members) for opt, members in given]
-        optimizers = [opt for opt, _ in given_inner]
-        if len({id(o) for o in optimizers}) != len(optimizers):
-            raise ValueError(
-                "The same optimizer instance was given for several players: "
-                "pass `optimizer=` once for all players, or a separate instance "
-                "per player."
-            )
-        kinds = {
-            (game_optimizers.extrapolates(o), game_optimizers.variance_reduced(o))
-            for o in optimizers
-        }
-        if len(kinds) > 1:
-            raise ValueError(
-                "All players must use the same family of method (optimizers "
-                "that declare the same `extrapolates` and `variance_reduced`: "
-                "plain Keras, `Extragradient` or `SVRE`). Received: "
-                f"{sorted(type(o).__name__ for o in optimizers)}."
-            )
-        self.extrapolates, self.variance_reduced = kinds.pop()
-        if one_minibatch and not self.extrapolates:
-            raise ValueError(
-                "`one_minibatch=True` only applies to extragradient methods "
-                "(optimizers that extrapolate: Extragradient, SVRE)."
-            )
-        n_dis = alternating.check(
-            n_dis, names, given_inner, self.extrapolates, self.variance_reduced
-        )
+        given_inner = compiling.unwrapped(given)
+        method = compiling.choose_method(names, given_inner, one_minibatch, n_dis)
+        self.extrapolates, self.variance_reduced, n_dis = method
 
         super().compile(
-            optimizer=optimizers[0],
+            optimizer=given_inner[0][0],
             jit_compile=jit_compile,
             steps_per_execution=steps_per_execution,
             # Keras would wrap the optimizer in a LossScaleOptimizer under
@@ -230,27 +187,10 @@ class Game(GameTrainer, keras.Model):
         self.one_minibatch = bool(one_minibatch)
         self.n_dis = n_dis
 
-        player_vars = self.players()
         self._player_names = names
-        self._game_variables = [v for n in names for v in player_vars[n]]
-        if not self._game_variables:
-            raise ValueError(
-                "The game's players own no variables: build the networks "
-                "before compiling (e.g. call them once on a batch)."
-            )
-        self._player_slices, start = {}, 0
-        for n in names:
-            self._player_slices[n] = slice(start, start + len(player_vars[n]))
-            start += len(player_vars[n])
-        self._groups = []
-        for opt, members in given_inner:
-            where = [self._player_slices[n] for n in members]
-            indices = [i for s in where for i in range(s.start, s.stop)]
-            variables = [self._game_variables[i] for i in indices]
-            # Built here, not lazily at the first apply: the train step reads
-            # the slots (snapshot, mean gradient) before any update.
-            opt.build(variables)
-            self._groups.append(_Group(opt, members, indices, variables))
+        self._game_variables, self._player_slices, self._groups = (
+            compiling.place_players(self.players(), names, given_inner)
+        )
         self._loss_trackers = {n: keras.metrics.Mean(name=f"{n}_loss") for n in names}
         # `loss`: the sum of the players' losses. It means little by itself,
         # but it is non-finite when any player's loss is or when an iteration
@@ -258,13 +198,7 @@ class Game(GameTrainer, keras.Model):
         # `TerminateOnNaN` (which reads `logs["loss"]`) works on games.
         self._total_loss_tracker = keras.metrics.Mean(name="loss")
         self._dynamic_scaling = dynamic_scaling
-        if dynamic_scaling is not None:
-            self._make_loss_scale_state(dynamic_scaling["initial_scale"])
-            self._loss_scales = {n: self._scale_loss for n in names}
-        else:
-            self._loss_scales = {
-                n: opt.scale_loss for opt, members in given_inner for n in members
-            }
+        self._loss_scales = loss_scaling.loss_scales(self, dynamic_scaling, given_inner)
         self._compile_args = {
             "update_point": update_point,
             "one_minibatch": self.one_minibatch,
@@ -277,61 +211,6 @@ class Game(GameTrainer, keras.Model):
         else:
             self._compile_optimizers = {f"{n}_optimizer": opt for (opt, (n,)) in given}
         self.built = True
-
-    def _given_optimizers(self, names, optimizer, player_optimizers):
-        """`[(optimizer, [player names])]` from `compile`'s arguments, checked."""
-        unknown = set(player_optimizers) - {f"{n}_optimizer" for n in names}
-        if unknown:
-            raise ValueError(
-                f"Unknown compile arguments {sorted(unknown)}. This game's players "
-                f"are {names}: pass `optimizer=` or "
-                f"{', '.join(f'`{n}_optimizer=`' for n in names)}."
-            )
-        if optimizer is not None and player_optimizers:
-            raise ValueError(
-                "Pass either `optimizer` (one for all players) or one "
-                "`<player>_optimizer` per player, not both."
-            )
-        if optimizer is None and not player_optimizers:
-            raise ValueError(
-                "No optimizer given: pass `optimizer=keras_svre.SVRE(...)` or "
-                f"one per player ({', '.join(f'{n}_optimizer' for n in names)})."
-            )
-        if player_optimizers and len(player_optimizers) != len(names):
-            missing = [n for n in names if f"{n}_optimizer" not in player_optimizers]
-            raise ValueError(f"No optimizer given for player(s) {missing}.")
-        if optimizer is not None:
-            return [(keras.optimizers.get(optimizer), names)]
-        return [
-            (keras.optimizers.get(player_optimizers[f"{n}_optimizer"]), [n])
-            for n in names
-        ]
-
-    def _make_loss_scale_state(self, initial_scale):
-        """The dynamic loss scale and its count of good steps, saved with the game."""
-        if getattr(self, "loss_scale", None) is not None:
-            return
-        self.loss_scale = self.add_weight(
-            shape=(),
-            dtype="float32",
-            initializer=keras.initializers.Constant(initial_scale),
-            trainable=False,
-            name="loss_scale",
-            aggregation="only_first_replica",
-        )
-        self.loss_scale_good_steps = self.add_weight(
-            shape=(),
-            dtype="int64",
-            initializer="zeros",
-            trainable=False,
-            name="loss_scale_good_steps",
-            aggregation="only_first_replica",
-        )
-
-    @property
-    def dynamic_loss_scaling(self) -> bool:
-        """Whether the game runs dynamic loss scaling (mixed_float16)."""
-        return getattr(self, "_dynamic_scaling", None) is not None
 
     def get_compile_config(self):
         if not self.compiled:
@@ -368,67 +247,6 @@ class Game(GameTrainer, keras.Model):
         return [g / ops.cast(self.loss_scale, g.dtype) for g in gradients]
 
     # ------------------------------------------------------------------ #
-    # What a compiled game tells.
-    # ------------------------------------------------------------------ #
-    def _check_compiled(self, doing):
-        if self._groups is None:
-            raise RuntimeError(
-                f"Compile the game before {doing} it, e.g. "
-                "`game.compile(optimizer=keras_svre.SVRE(0.01))`."
-            )
-
-    @property
-    def game_optimizers(self) -> list:
-        """The compiled optimizers, one per group of players."""
-        return [group.optimizer for group in self._groups or []]
-
-    @property
-    def svre_optimizers(self) -> list:
-        """The variance-reduced optimizers (those that take snapshots)."""
-        return [o for o in self.game_optimizers if game_optimizers.variance_reduced(o)]
-
-    @property
-    def player_names(self) -> list:
-        """The players, in the order of `players()`."""
-        return list(self._player_names)
-
-    @property
-    def game_variables(self) -> list:
-        """Every player's trainable variables, player after player."""
-        return list(self._game_variables)
-
-    def by_player(self, values) -> dict:
-        """`{player: its part}` of a list aligned with `game_variables`."""
-        return {n: list(values[s]) for n, s in self._player_slices.items()}
-
-    @property
-    def iterations(self) -> int:
-        """Iterations applied so far with the current optimizers."""
-        self._sync_state()
-        return int(ops.convert_to_numpy(self.game_optimizers[0].iterations))
-
-    @property
-    def snapshots_taken(self) -> int:
-        """Snapshots taken so far with the current optimizers (0 if none)."""
-        self._sync_state()
-        svre = self.svre_optimizers
-        return int(ops.convert_to_numpy(svre[0].snapshots_taken)) if svre else 0
-
-    @property
-    def minibatches_per_iteration(self) -> int:
-        """How many dataset batches one train step consumes."""
-        return minibatches_per_iteration(
-            self.extrapolates, self.one_minibatch, self.n_dis
-        )
-
-    @property
-    def evaluations_per_iteration(self) -> int:
-        """Minibatch evaluations of the field per iteration (the paper's unit)."""
-        return evaluations_per_iteration(
-            self.extrapolates, self.variance_reduced, self.one_minibatch, self.n_dis
-        )
-
-    # ------------------------------------------------------------------ #
     # Evaluating the game's vector field.
     # ------------------------------------------------------------------ #
     def _per_group(self, method, *aligned):
@@ -459,6 +277,17 @@ class Game(GameTrainer, keras.Model):
             gradients,
             snapshot_gradients,
         )
+
+    def _record_corrections(self, pairs):
+        """Hands each variance-reduced optimizer its part of the paired evaluations."""
+        for group in self._groups:
+            record = getattr(group.optimizer, "record_correction", None)
+            if record is not None:
+                parts = [
+                    tuple([values[i] for i in group.indices] for values in pair)
+                    for pair in pairs
+                ]
+                record(parts, group.variables)
 
     def _extrapolate(self, directions):
         return self._per_group(
@@ -546,6 +375,9 @@ class Game(GameTrainer, keras.Model):
         direction = (
             self.variance_reduced_direction(g, g_snap) if self.variance_reduced else g
         )
+        # The paired evaluations (F(w), F(w_S)) on one minibatch, for
+        # optimizers that keep statistics of them (`SVRE.record_correction`).
+        pairs = [(g, g_snap)] if self.variance_reduced else []
         if self.extrapolates:
             half = self._extrapolate(direction)
             if self.variance_reduced and k > 1:
@@ -558,11 +390,13 @@ class Game(GameTrainer, keras.Model):
                 if self.variance_reduced
                 else g_half
             )
+            if self.variance_reduced:
+                pairs.append((g_half, g_snap))
         finite_losses = game_data.all_finite(list(losses.values()))
         finite = ops.logical_and(
             finite_losses, game_data.all_finite([t for gs in computed for t in gs])
         )
-        self._apply_if_finite(direction, finite)
+        self._apply_if_finite(direction, finite, pairs=pairs)
         return self._record_losses(losses, finite, finite_losses)
 
     def _record_losses(self, losses, finite, finite_losses):
@@ -584,10 +418,12 @@ class Game(GameTrainer, keras.Model):
             ops.add, [ops.cast(losses[n], "float32") for n in self._player_names]
         )
 
-    def _apply_if_finite(self, directions, finite, groups=None):
+    def _apply_if_finite(self, directions, finite, groups=None, pairs=()):
         """Applies the iteration's update if `finite`; else skips it.
 
-        `groups`: the players' groups to update (default: all).
+        `groups`: the players' groups to update (default: all). `pairs`: the
+        iteration's paired evaluations `(F(w), F(w_S))`, recorded by the
+        optimizers (`record_correction`) only if the iteration is applied.
 
         Skipping leaves the weights, the optimizers' state and their
         iteration counts as they were (non-trainable state the forward pass
@@ -599,6 +435,8 @@ class Game(GameTrainer, keras.Model):
 
         def apply():
             self._apply(directions, groups)
+            if pairs:
+                self._record_corrections(pairs)
             self._after_update()
             if self.dynamic_loss_scaling:
                 grown = self.loss_scale_good_steps + 1
@@ -661,6 +499,7 @@ class Game(GameTrainer, keras.Model):
                     group.optimizer.reset_average(group.variables)
                 elif do_restart:
                     group.optimizer.restart_from_average(group.variables)
+        self._before_snapshot_pass()
         mean = self.snapshot_mean_gradient(snapshot_data)
         # Under dynamic loss scaling an overflow in the snapshot pass would
         # make every later direction non-finite: halve the scale and redo the
@@ -677,6 +516,9 @@ class Game(GameTrainer, keras.Model):
             group.optimizer.take_snapshot(
                 group.variables, [mean[i] for i in group.indices]
             )
+
+    def _before_snapshot_pass(self):
+        """Hook: runs before each snapshot's full pass (the GAN draws new latents)."""
 
     def snapshot_mean_gradient(self, snapshot_data):
         """Full-data mean of the game's field at the current point.
@@ -752,6 +594,7 @@ class Game(GameTrainer, keras.Model):
         # snapshot pass) starts.
         self.check_data(x, "training dataset")
         game_data.check_minibatches_stack(x, k)
+        self._check_player_losses(x)
         validation = kwargs.get("validation_data")
         if validation is not None:
             game_data.check_minibatches(validation, "`validation_data`")
@@ -820,39 +663,50 @@ class Game(GameTrainer, keras.Model):
                 "number of examples."
             )
 
+    def _check_player_losses(self, dataset) -> None:
+        """Refuses, in one sentence, losses that are not one scalar per player.
+
+        `compute_player_losses` is traced once on the first minibatch (a
+        `tf.function` trace / `jax.eval_shape`: nothing runs, no state
+        moves), before the first `fit` compiles the step: inside the
+        compiled step a missing key or a per-example loss would surface as a
+        backend's staging error, or not at all.
+        """
+        if getattr(self, "_player_losses_checked", False):
+            return
+        first = game_data.first(dataset)
+        if first is None:
+            return
+        if isinstance(first, list):
+            first = tuple(first)
+
+        def losses_of_first():
+            # A scope without a state mapping: reads the variables, discards
+            # writes.
+            with keras.StatelessScope():
+                return self.compute_player_losses(first, training=True)
+
+        # Traced, not run: nothing is computed, no state moves.
+        losses = game_backend.trace(losses_of_first)
+        names = list(self._player_names)
+        keys = list(losses) if isinstance(losses, dict) else None
+        if keys is None or sorted(keys) != sorted(names):
+            received = sorted(keys) if keys is not None else type(losses).__name__
+            raise ValueError(
+                "`compute_player_losses` must return a dict with one scalar loss "
+                f"per player, keyed by the players' names {names}. Received: "
+                f"{received}."
+            )
+        for name in names:
+            shape = tuple(getattr(losses[name], "shape", ()))
+            if shape:
+                raise ValueError(
+                    "`compute_player_losses` must return one scalar loss per "
+                    f"player (a mean over the minibatch, e.g. `keras.ops.mean`). "
+                    f"Received: a loss of shape {shape} for player {name!r}."
+                )
+        self._player_losses_checked = True
+
     def _data_error_messages(self) -> dict:
         """`{marker in a TensorFlow error: the sentence that explains it}`."""
         return {}
-
-    # ------------------------------------------------------------------ #
-    # Learning rates (Keras' callbacks assume one optimizer).
-    # ------------------------------------------------------------------ #
-    @property
-    def learning_rate(self):
-        """The first player's learning rate; setting it scales every player's.
-
-        Keras' callbacks (`LearningRateScheduler`, `ReduceLROnPlateau`) read
-        and write `model.optimizer.learning_rate`, which is the first
-        optimizer's. `Game.fit` hands them every player's optimizer instead
-        (each is scheduled from its own rate). Setting this property sets the
-        first optimizer's rate to `value` and multiplies the others' by the
-        same factor, so the players' ratios are kept.
-        """
-        return self.game_optimizers[0].learning_rate
-
-    @learning_rate.setter
-    def learning_rate(self, value):
-        first = float(ops.convert_to_numpy(self.game_optimizers[0].learning_rate))
-        factor = float(value) / first
-        for opt in self.game_optimizers:
-            current = float(ops.convert_to_numpy(opt.learning_rate))
-            opt.learning_rate = current * factor
-
-    @property
-    def player_learning_rates(self) -> dict:
-        """`{player: learning rate}` (players sharing an optimizer share one)."""
-        return {
-            name: float(ops.convert_to_numpy(group.optimizer.learning_rate))
-            for group in self._groups
-            for name in group.players
-        }

@@ -1,4 +1,10 @@
-"""The game's dynamic loss scaling (mixed_float16), for every method."""
+"""The game's dynamic loss scaling (mixed_float16), for every method.
+
+`settings` reads what the optimizers and the dtype policy ask for,
+`loss_scales` builds the game's scale (a weight saved with it) and says how
+each player's loss is scaled. The scale moves in the train step
+(`Game._apply_if_finite`) and the snapshot pass (`Game.take_snapshot`).
+"""
 
 from __future__ import annotations
 
@@ -57,3 +63,45 @@ def settings(optimizers, dtype_policy_name: str):
             f"dynamic_growth_steps={growth_steps}."
         )
     return {"initial_scale": float(initial_scale), "growth_steps": int(growth_steps)}
+
+
+def loss_scales(game, dynamic_scaling, given_inner) -> dict:
+    """`{player: function that scales its loss}`, with the game's scale built.
+
+    Args:
+        game: The `Game` being compiled.
+        dynamic_scaling: What `settings` returned.
+        given_inner: `[(optimizer, [player names])]`, unwrapped.
+
+    Returns:
+        The game's own scaling (`game._scale_loss`) for every player under
+        dynamic scaling, else each optimizer's `scale_loss` (a fixed
+        `loss_scale_factor`, or none) for its players.
+    """
+    if dynamic_scaling is None:
+        return {n: opt.scale_loss for opt, members in given_inner for n in members}
+    _add_state(game, dynamic_scaling["initial_scale"])
+    return {n: game._scale_loss for _, members in given_inner for n in members}
+
+
+def _add_state(game, initial_scale) -> None:
+    """The dynamic loss scale and its count of good steps, saved with the game."""
+    if getattr(game, "loss_scale", None) is not None:
+        return
+    game.loss_scale = game.add_weight(
+        shape=(),
+        dtype="float32",
+        initializer=keras.initializers.Constant(initial_scale),
+        trainable=False,
+        name="loss_scale",
+        aggregation="only_first_replica",
+    )
+    game.loss_scale_good_steps = game.add_weight(
+        shape=(),
+        # int64 on TensorFlow, int32 on JAX (no x64): Keras' "int".
+        dtype="int",
+        initializer="zeros",
+        trainable=False,
+        name="loss_scale_good_steps",
+        aggregation="only_first_replica",
+    )

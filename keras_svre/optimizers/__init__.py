@@ -10,6 +10,8 @@
 | `se-a`            | stochastic extragradient with Adam steps     | `Extragradient(adaptive="adam")` |
 | `svre`            | SVRE (Algorithm 1 of the paper)              | `SVRE`                         |
 | `svre-vrad`       | SVRE with Adam steps (the authors' GAN code) | `SVRE(adaptive="adam")`        |
+| `svre-opt`        | SVRE, estimated optimal coefficient alpha    | `SVRE(vr_coefficient="optimal")` |
+| `svre-vrad-opt`   | SVRE-VRAd, estimated optimal coefficient     | `SVRE(adaptive="adam", vr_coefficient="optimal")` |
 
 The table itself is `keras_svre.optimizers.methods.METHODS`. Any plain Keras
 optimizer used in a `keras_svre.Game` gives simultaneous steps (SGDA); a
@@ -52,7 +54,8 @@ def get(method_name: str, learning_rate=None, **kwargs) -> keras.optimizers.Opti
         learning_rate: The step size; `None` keeps each class's default.
         **kwargs: Further constructor arguments (for Adam-based methods
             `beta_1`, `beta_2`, `epsilon`; for SVRE `restart_probability`,
-            `average_restart_probability`; Keras' common arguments).
+            `average_restart_probability`, `restart_correlation`,
+            `vr_coefficient` and its settings; Keras' common arguments).
 
     Returns:
         A new optimizer.

@@ -3,6 +3,7 @@
 import sys
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_svre.optimizers import step_rules
@@ -38,7 +39,22 @@ def check_learning_rate(learning_rate):
             )
 
 
+def _is_number(value) -> bool:
+    """A real number (a NumPy scalar too), not a bool or a string."""
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.number))
+
+
+def _check_number(name, value, rule):
+    """Refuses a value that is not a number, e.g. `"0.9"` read from a file."""
+    if not _is_number(value):
+        raise ValueError(
+            f"Argument `{name}` must be a number {rule}. "
+            f"Received: {name}={value!r} (of type {type(value).__name__})."
+        )
+
+
 def _check_beta(name, value):
+    _check_number(name, value, "in the [0, 1) range")
     if not 0.0 <= value < 1.0:
         raise ValueError(
             f"Argument `{name}` must be in the [0, 1) range. Received: {name}={value}."
@@ -142,6 +158,17 @@ class GameOptimizer(keras.optimizers.Optimizer):
             )
         _check_beta("beta_1", beta_1)
         _check_beta("beta_2", beta_2)
+        _check_number("epsilon", epsilon, ">= 0")
+        # Keras' own checks of these come at the first step, or never.
+        for name, value in (
+            ("weight_decay", weight_decay),
+            ("clipnorm", clipnorm),
+            ("clipvalue", clipvalue),
+            ("global_clipnorm", global_clipnorm),
+            ("ema_momentum", ema_momentum),
+        ):
+            if value is not None:
+                _check_number(name, value, "(or None)")
         if not epsilon >= 0:
             raise ValueError(
                 f"Argument `epsilon` must be >= 0. Received: epsilon={epsilon}."

@@ -24,9 +24,20 @@ from keras_svre.optimizers.optimistic import Optimistic
 from keras_svre.optimizers.svre import SVRE
 
 # Constructor arguments that belong to a kind of method: Adam's (for
-# Adam-based methods) and the snapshot schedule's (for variance-reduced ones).
+# Adam-based methods), the snapshot schedule's and the correction
+# coefficient's (for variance-reduced ones).
 ADAM_ARGUMENTS = ("beta_1", "beta_2", "epsilon")
-SNAPSHOT_ARGUMENTS = ("restart_probability", "average_restart_probability")
+SNAPSHOT_ARGUMENTS = (
+    "restart_probability",
+    "average_restart_probability",
+    "restart_correlation",
+)
+COEFFICIENT_ARGUMENTS = (
+    "vr_coefficient",
+    "vr_statistics_decay",
+    "vr_statistics_reset",
+    "vr_coefficient_max",
+)
 
 
 def minibatches_per_iteration(
@@ -122,14 +133,15 @@ class Method:
         """The given arguments this method takes; the others are dropped.
 
         Adam's arguments go to Adam-based methods only, the snapshot schedule's
-        to variance-reduced ones only, and `None` values are dropped, so that
-        one set of run settings builds any method.
+        and the correction coefficient's to variance-reduced ones only, and
+        `None` values are dropped, so that one set of run settings builds any
+        method.
         """
         dropped = set()
         if not self.adam_based:
             dropped.update(ADAM_ARGUMENTS)
         if not self.variance_reduced:
-            dropped.update(SNAPSHOT_ARGUMENTS)
+            dropped.update(SNAPSHOT_ARGUMENTS + COEFFICIENT_ARGUMENTS)
         return {
             k: v for k, v in arguments.items() if k not in dropped and v is not None
         }
@@ -141,6 +153,15 @@ class Method:
             learning_rate: The step size; `None`: the class's default.
             **kwargs: Further constructor arguments.
         """
+        if not self.variance_reduced:
+            for key in COEFFICIENT_ARGUMENTS:
+                if key in kwargs:
+                    reduced = [m.name for m in METHODS.values() if m.variance_reduced]
+                    raise ValueError(
+                        f"Method {self.name!r} has no variance reduction: `{key}` "
+                        f"applies to {', '.join(reduced)} only. "
+                        f"Received: {key}={kwargs[key]!r}."
+                    )
         for key, value in self.options.items():
             if key in kwargs and kwargs[key] != value:
                 raise ValueError(
@@ -188,6 +209,20 @@ METHODS: dict[str, Method] = {
             "SVRE with Adam steps (the authors' GAN code)",
             SVRE,
             {"adaptive": "adam"},
+            learning_rate=1e-3,
+            adam_based=True,
+        ),
+        Method(
+            "svre-opt",
+            "SVRE with the estimated optimal coefficient on its correction",
+            SVRE,
+            {"vr_coefficient": "optimal"},
+        ),
+        Method(
+            "svre-vrad-opt",
+            "SVRE-VRAd with the estimated optimal coefficient on its correction",
+            SVRE,
+            {"adaptive": "adam", "vr_coefficient": "optimal"},
             learning_rate=1e-3,
             adam_based=True,
         ),

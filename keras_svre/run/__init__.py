@@ -14,12 +14,16 @@ would have: the game's iteration count says which epoch it was in and how
 many of that epoch's batches were already used (they are skipped).
 
 The modules: `settings` (how a setting is declared, checked and named),
-`config` (`RunConfig`), `phases` (`Phase`), `loop` (`train_phases`, `train`).
+`config` (`RunConfig`), `phases` (`Phase`), `loop` (`train_phases`, `train`),
+`failures` (`TrainingError`, `after_training`), `records`
+(`why_default_generator`).
 """
 
-from keras_svre.run.config import LENGTH_SETTINGS, RunConfig
+from keras_svre.run.config import LENGTH_SETTINGS, UPDATE_POINTS, RunConfig
+from keras_svre.run.failures import TrainingError, after_training
 from keras_svre.run.loop import COUNTS, EpochData, train, train_phases
 from keras_svre.run.phases import Phase, current_phase, epoch_seed
+from keras_svre.run.records import why_default_generator
 from keras_svre.run.settings import ConfigError, read_settings
 
 __all__ = [
@@ -29,9 +33,13 @@ __all__ = [
     "LENGTH_SETTINGS",
     "Phase",
     "RunConfig",
+    "TrainingError",
+    "UPDATE_POINTS",
+    "after_training",
     "current_phase",
     "epoch_seed",
     "read_settings",
     "train",
     "train_phases",
+    "why_default_generator",
 ]

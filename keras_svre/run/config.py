@@ -11,12 +11,17 @@ import dataclasses
 
 import keras
 
+from keras_svre.gan import LATENT_SCHEDULES
 from keras_svre.optimizers import methods as method_table
 from keras_svre.run.phases import Phase, steps_like
 from keras_svre.run.settings import ConfigError, check_value, register, setting
 
 # The settings that may change when a run is resumed: its length.
 LENGTH_SETTINGS = ("epochs", "steps")
+
+# Where the update's field is evaluated, as the command line spells it
+# (`Game.compile(update_point=...)` with underscores).
+UPDATE_POINTS = ("extrapolated", "opponent-extrapolated")
 
 
 def _method_help() -> str:
@@ -62,6 +67,15 @@ class RunConfig:
         gradient_penalty_weight: The penalty's weight (WGAN-GP's lambda, R1's
             gamma).
         method: The method after the warm start (the method table's name).
+        update_point: Where the update's field is evaluated (extragradient
+            methods): `"extrapolated"` (Algorithm 1 of the paper: both
+            players at the joint extrapolated point) or
+            `"opponent-extrapolated"` (the authors' code: each player at its
+            own current weights against the opponent's extrapolated ones).
+        latents: When the training examples' latent vectors are drawn anew:
+            `"auto"` (per snapshot for variance-reduced methods, per epoch
+            otherwise), `"per-snapshot"`, `"per-epoch"`, `"per-step"` or
+            `"fixed"` (see `keras_svre.GAN`).
         n_dis: `None`: simultaneous steps. A positive integer: alternating
             updates, `n_dis` discriminator steps then one generator step,
             each on its own minibatch (methods that alternate: sgda, adam,
@@ -73,6 +87,10 @@ class RunConfig:
         beta_2: Adam's beta_2.
         restart_probability: SVRE's snapshot probability per iteration;
             `None`: 1/n, n = minibatches per epoch.
+        vr_coefficient: Variance-reduced methods: the coefficient on SVRE's
+            correction (`SVRE(vr_coefficient=...)`), a number >= 0 or
+            `"optimal"`; `None`: the method's own (1.0 for svre and
+            svre-vrad, "optimal" for svre-opt and svre-vrad-opt).
         lr_decay: Per-epoch multiplicative step-size decay (1.0: none).
         batch_size: Minibatch size.
         snapshot_batch_size: Batch size of the snapshot pass.
@@ -133,6 +151,24 @@ class RunConfig:
         **_POSITIVE,
     )
     method: str = setting("svre-vrad", str, _method_help)
+    update_point: str = setting(
+        "extrapolated",
+        str,
+        "where extragradient methods evaluate the update: extrapolated (the "
+        "paper's Algorithm 1) or opponent-extrapolated (the authors' code: each "
+        "player at its own weights against the opponent's extrapolated ones)",
+        choices=UPDATE_POINTS,
+        metavar="POINT",
+    )
+    latents: str = setting(
+        "auto",
+        str,
+        "when the training examples' latent vectors are drawn anew: auto "
+        "(per-snapshot for SVRE, per-epoch otherwise), per-snapshot, per-epoch, "
+        "per-step or fixed",
+        choices=LATENT_SCHEDULES,
+        metavar="WHEN",
+    )
     n_dis: int | None = setting(
         None,
         int,
@@ -179,6 +215,17 @@ class RunConfig:
         low=0,
         high=1,
         low_open=True,
+    )
+    vr_coefficient: float | str | None = setting(
+        None,
+        str,
+        "SVRE's coefficient alpha on its correction: a number >= 0 (1: SVRE) or "
+        "optimal (estimated per variable; the methods svre-opt and "
+        "svre-vrad-opt); variance-reduced methods only",
+        optional=True,
+        default_help="per method",
+        # A number or "optimal", or a number's text: `_check_vr_coefficient`.
+        any_kind=True,
     )
     lr_decay: float = setting(
         1.0,
@@ -274,8 +321,9 @@ class RunConfig:
             value = check_value(field.name, getattr(self, field.name))
             object.__setattr__(self, field.name, value)
         self._resolve_names()
-        self._check_backend()
+        self._check_update_point()
         self._check_alternating()
+        self._check_vr_coefficient()
         self._check_warm_start()
 
     def _resolve_names(self):
@@ -334,15 +382,14 @@ class RunConfig:
             )
         object.__setattr__(self, "gradient_penalty", penalty)
 
-    def _check_backend(self):
-        backend = keras.backend.backend()
-        for name in ("gradient_penalty", "n_dis"):
-            if getattr(self, name) is not None and backend != "tensorflow":
-                raise ConfigError(
-                    name,
-                    f"{{setting}} runs on Keras' TensorFlow backend only for now; "
-                    f"this is the {backend} backend (KERAS_BACKEND=tensorflow)",
-                )
+    def _check_update_point(self):
+        if self.update_point != "extrapolated" and not self.main_method.extrapolates:
+            raise ConfigError(
+                "update_point",
+                f"{{setting}} {self.update_point} applies to extragradient methods "
+                f"(se, se-a, svre, ...); {{method}} {self.method} does not "
+                "extrapolate",
+            )
 
     def _check_alternating(self):
         if self.n_dis is None:
@@ -362,6 +409,47 @@ class RunConfig:
                     f"{{{setting_name}}} {method.name} extrapolates or reduces "
                     "variance",
                 )
+
+    def _check_vr_coefficient(self):
+        """A number >= 0 or "optimal" (a number's text too), for a method that
+        reduces variance and does not fix it."""
+        if self.vr_coefficient is None:
+            return
+        value = self.vr_coefficient
+        if isinstance(value, str):
+            text = value.strip().lower()
+            try:
+                value = text if text == "optimal" else float(text)
+            except ValueError:
+                value = None
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            value = None
+        else:
+            value = float(value)
+        if value is None or (value != "optimal" and not 0.0 <= value < float("inf")):
+            raise ConfigError(
+                "vr_coefficient",
+                "{setting} must be a finite number >= 0 or optimal; received "
+                f"{self.vr_coefficient!r}",
+            )
+        object.__setattr__(self, "vr_coefficient", value)
+        method = self.main_method
+        if not method.variance_reduced:
+            reduced = [
+                m.name for m in method_table.METHODS.values() if m.variance_reduced
+            ]
+            raise ConfigError(
+                "vr_coefficient",
+                f"{{setting}} applies to variance-reduced methods "
+                f"({', '.join(reduced)}); {{method}} {method.name} has none",
+            )
+        fixed = method.options.get("vr_coefficient")
+        if fixed is not None and fixed != value:
+            raise ConfigError(
+                "vr_coefficient",
+                f"{{method}} {method.name} has {{setting}} {fixed}; received "
+                f"{value!r}: choose svre or svre-vrad for another coefficient",
+            )
 
     def _check_warm_start(self):
         if self.warm_method is None:
@@ -501,6 +589,7 @@ class RunConfig:
             beta_1=self.beta_1,
             beta_2=self.beta_2,
             restart_probability=1.0 / phase.batches_per_epoch if p is None else p,
+            vr_coefficient=self.vr_coefficient,
         )
 
         def optimizer(lr):
@@ -518,7 +607,13 @@ class RunConfig:
                 "generator_optimizer": optimizer(phase.generator_lr),
                 "discriminator_optimizer": optimizer(phase.discriminator_lr),
             }
-        return {**optimizers, "jit_compile": jit_compile, "n_dis": self.n_dis}
+        return {
+            **optimizers,
+            "jit_compile": jit_compile,
+            "n_dis": self.n_dis,
+            # The Game's spelling of the update point.
+            "update_point": self.update_point.replace("-", "_"),
+        }
 
     # ------------------------------------------------------------------ #
     # Data and networks.
@@ -578,6 +673,7 @@ class RunConfig:
             seed=self.seed,
             gradient_penalty=self.gradient_penalty,
             gradient_penalty_weight=self.gradient_penalty_weight,
+            latents=self.latents,
         )
         gan.compile(**self.compile_arguments(phase, jit_compile))
         return gan

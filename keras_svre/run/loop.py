@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 
 from keras_svre.run.config import RunConfig
+from keras_svre.run.failures import phase_name, saved_on_failure
 from keras_svre.run.phases import current_phase
 
 # The counts `train_phases` adds to the logs.
@@ -44,6 +45,7 @@ def train_phases(
     jit_compile="auto",
     strategy=None,
     on_switch=None,
+    checkpoint=None,
 ):
     """Trains `game` through the run's phases from where it stands (resume-exact).
 
@@ -65,11 +67,18 @@ def train_phases(
         strategy: The distribution strategy the game lives in (compiles
             happen in its scope).
         on_switch: Called with the new phase when a phase hands over.
+        checkpoint: A `.keras` path: if training fails with an error, the
+            game's latest state is saved there before `TrainingError` (which
+            names the phase) is raised.
 
     Returns:
         `(reports, history)`: one report per phase (see `Phase.report`) and
         a `keras.callbacks.History` over all `fit` calls. A run stopped by a
         non-finite iteration ends early; `reports` cover what ran.
+
+    Raises:
+        TrainingError: for any error raised while a phase trains (the
+            original error is its cause).
     """
     import contextlib
 
@@ -97,17 +106,19 @@ def train_phases(
         # With the length given in steps, the last phase runs to them.
         open_ended = index == len(phases) - 1 and config.steps is not None
         counts = _RunCounts(phase, reports, pass_cost)
-        stopped = _train_phase(
-            game,
-            phase,
-            open_ended,
-            before,
-            total,
-            epoch_data,
-            [counts, *(callbacks or [])],
-            verbose,
-            history,
-        )
+        where = phase_name(phases, index)
+        with saved_on_failure(game, where, checkpoint, before):
+            stopped = _train_phase(
+                game,
+                phase,
+                open_ended,
+                before,
+                total,
+                epoch_data,
+                [counts, *(callbacks or [])],
+                verbose,
+                history,
+            )
         reports.append(phase.report(game, pass_cost))
         before += game.iterations
         if stopped or before >= total:

@@ -48,6 +48,9 @@ class Spec:
             default is `None` and means something ("per method").
         rule: The rule in words ("a positive integer"), for a setting
             whose errors say so rather than its type and range apart.
+        any_kind: Whether values of other kinds than `kind` are taken too
+            (`vr_coefficient`: a number or "optimal"; the command line gives
+            its text): `RunConfig`'s own `_check_*` checks and converts them.
     """
 
     kind: type
@@ -62,6 +65,7 @@ class Spec:
     flag: str | None = ""
     default_help: str | None = None
     rule: str | None = None
+    any_kind: bool = False
 
     def help_text(self) -> str:
         return self.help() if callable(self.help) else self.help
@@ -152,6 +156,8 @@ def check_value(name: str, value):
         raise ConfigError(
             name, f"{{setting}} must be {_KIND_NAMES[spec.kind]}, not None"
         )
+    if spec.any_kind:
+        return value
     if spec.rule is not None and not (
         _has_kind(value, spec.kind) and _finite(value) and spec.in_range(value)
     ):
@@ -169,8 +175,8 @@ def check_value(name: str, value):
     if spec.choices is not None and value not in spec.choices:
         raise ConfigError(
             name,
-            f"{{setting}} must be one of {', '.join(map(str, spec.choices))}; "
-            f"received {value!r}",
+            f"unknown {{setting}} {value!r}; choose one of "
+            f"{', '.join(map(str, spec.choices))}",
         )
     if spec.kind in (int, float) and not spec.in_range(value):
         raise ConfigError(

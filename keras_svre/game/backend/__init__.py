@@ -23,16 +23,20 @@ _BACKEND = keras.backend.backend()
 if _BACKEND == "tensorflow":
     from keras_svre.game.backend.tensorflow import TensorFlowGameTrainer as GameTrainer
     from keras_svre.game.backend.tensorflow import (
-        checked_take,
+        checked_rows,
         compile_function,
         stateless_normal,
+        stateless_uniform,
+        trace,
     )
 elif _BACKEND == "jax":
     from keras_svre.game.backend.jax import JAXGameTrainer as GameTrainer
     from keras_svre.game.backend.jax import (
-        checked_take,
+        checked_rows,
         compile_function,
         stateless_normal,
+        stateless_uniform,
+        trace,
     )
 else:
     raise ImportError(
@@ -40,4 +44,11 @@ else:
         f"{_BACKEND!r}: set KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax."
     )
 
-__all__ = ["GameTrainer", "checked_take", "compile_function", "stateless_normal"]
+__all__ = [
+    "GameTrainer",
+    "checked_rows",
+    "compile_function",
+    "stateless_normal",
+    "stateless_uniform",
+    "trace",
+]

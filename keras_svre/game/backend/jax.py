@@ -327,20 +327,31 @@ def compile_function(function):
     return jax.jit(function)
 
 
-def checked_take(table, index, limit, message):
-    """Rows `index` of `table`; an index >= `limit` gives NaN rows.
+def checked_rows(rows, index, limit, message):
+    """`rows` (one per entry of `index`); an index >= `limit` gives a NaN row.
 
     A jitted step cannot raise on a value: the NaN makes the iteration
     non-finite (and `fit` stop). Data checked on the host (`GAN.check_data`)
     is refused before training with `message`'s explanation.
     """
-    del limit, message
-    return jax.numpy.take(
-        ops.convert_to_tensor(table), ops.cast(index, "int32"), axis=0, mode="fill"
-    )
+    del message
+    inside = ops.expand_dims(ops.cast(index, "int32") < limit, -1)
+    return ops.where(inside, rows, ops.cast(float("nan"), rows.dtype))
 
 
 def stateless_normal(shape, seed):
     """Normal numbers from a seed pair `[2]`: the same for the same seed."""
     key = ops.cast(seed, "uint32")
     return keras.random.normal(shape, seed=key)
+
+
+def stateless_uniform(shape, seed):
+    """Uniform numbers in [0, 1) from a seed pair `[2]`: the same for the same seed."""
+    key = ops.cast(seed, "uint32")
+    return keras.random.uniform(shape, seed=key)
+
+
+def trace(function):
+    """What `function()` returns, traced (`jax.eval_shape`: nothing runs): its
+    structure, with `ShapeDtypeStruct`s for arrays."""
+    return jax.eval_shape(function)

@@ -210,15 +210,33 @@ def compile_function(function):
     return tf.function(function, reduce_retracing=True)
 
 
-def checked_take(table, index, limit, message):
-    """Rows `index` of `table`, raising with `message` for an index >= `limit`."""
+def checked_rows(rows, index, limit, message):
+    """`rows` (one per entry of `index`), raising with `message` for an index >= `limit`."""
     index = tf.cast(index, tf.int32)
-    # Checked, not left to `gather` (an error on CPU, zeros on GPU).
+    # Checked: an index out of the finite sum is a data error, not a new example.
     check = tf.debugging.assert_less(index, limit, message=message)
     with tf.control_dependencies([check]):
-        return tf.gather(tf.convert_to_tensor(table), index)
+        return tf.identity(rows)
 
 
 def stateless_normal(shape, seed):
     """Normal numbers from a seed pair `[2]` (int64): the same for the same seed."""
     return tf.random.stateless_normal(shape, seed=tf.cast(seed, tf.int64))
+
+
+def stateless_uniform(shape, seed):
+    """Uniform numbers in [0, 1) from a seed pair `[2]`: the same for the same seed."""
+    return tf.random.stateless_uniform(shape, seed=tf.cast(seed, tf.int64))
+
+
+def trace(function):
+    """What `function()` returns, traced in a graph (nothing runs): its
+    structure, with tensors carrying their static shapes.
+
+    Without AutoGraph, so that an error it raises is the error itself.
+    """
+    return (
+        tf.function(function, autograph=False)
+        .get_concrete_function()
+        .structured_outputs
+    )
