@@ -13,6 +13,7 @@ from PIL import Image
 
 import keras_svre
 from keras_svre import cli, models
+from keras_svre.cli import saved_model
 from tests.cli_helpers import TINY, fails_cleanly
 
 
@@ -75,7 +76,7 @@ def test_a_generator_with_keras_svre_layers_needs_keras_svre(tmp_path, capsys):
     )
     # What holds: a .keras file of this generator names keras_svre's layer,
     # so loading it needs `import keras_svre`, and `export` says so.
-    assert cli._custom_classes(model) == ["keras_svre>SpectralNorm"]
+    assert saved_model.custom_classes(model) == ["keras_svre>SpectralNorm"]
     gan.save(tmp_path / "gan.keras")
     argv = ["export", "--model", os.fspath(tmp_path / "gan.keras")]
     assert cli.main([*argv, "--out", os.fspath(tmp_path / "generator.keras")]) == 0
