@@ -279,7 +279,7 @@ def check_player_losses(game, dataset) -> None:
         return
     from keras_svre.game import backend as game_backend
 
-    batch = first(dataset)
+    batch = _placeholder_batch(dataset)
     if batch is None:
         return
     if isinstance(batch, list):
@@ -311,3 +311,24 @@ def check_player_losses(game, dataset) -> None:
                 f"Received: a loss of shape {shape} for player {name!r}."
             )
     game._player_losses_checked = True
+
+
+def _placeholder_batch(dataset):
+    """A minibatch to trace the losses on, without reading the data.
+
+    For a `tf.data.Dataset`, zeros shaped by its `element_spec` (an unknown
+    batch size becomes 2): taking its first element would create an iterator,
+    which advances the seeds of its shuffles and changes the data order of the
+    run (a resumed run would then see other batches than an uninterrupted
+    one). A sequence's first minibatch is read as it is.
+    """
+    if not is_tf_dataset(dataset):
+        return first(dataset)
+    if count(dataset) == 0:
+        return None
+
+    def zeros(spec):
+        shape = [2 if d is None else d for d in spec.shape]
+        return np.zeros(shape, keras.backend.standardize_dtype(spec.dtype))
+
+    return keras.tree.map_structure(zeros, element_spec(dataset))
