@@ -25,8 +25,6 @@ if _BACKEND == "tensorflow":
     from keras_svre.game.backend.tensorflow import (
         checked_rows,
         compile_function,
-        stateless_normal,
-        stateless_uniform,
         trace,
     )
 elif _BACKEND == "jax":
@@ -34,8 +32,6 @@ elif _BACKEND == "jax":
     from keras_svre.game.backend.jax import (
         checked_rows,
         compile_function,
-        stateless_normal,
-        stateless_uniform,
         trace,
     )
 else:
@@ -48,7 +44,5 @@ __all__ = [
     "GameTrainer",
     "checked_rows",
     "compile_function",
-    "stateless_normal",
-    "stateless_uniform",
     "trace",
 ]

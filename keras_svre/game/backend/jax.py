@@ -339,18 +339,6 @@ def checked_rows(rows, index, limit, message):
     return ops.where(inside, rows, ops.cast(float("nan"), rows.dtype))
 
 
-def stateless_normal(shape, seed):
-    """Normal numbers from a seed pair `[2]`: the same for the same seed."""
-    key = ops.cast(seed, "uint32")
-    return keras.random.normal(shape, seed=key)
-
-
-def stateless_uniform(shape, seed):
-    """Uniform numbers in [0, 1) from a seed pair `[2]`: the same for the same seed."""
-    key = ops.cast(seed, "uint32")
-    return keras.random.uniform(shape, seed=key)
-
-
 def trace(function):
     """What `function()` returns, traced (`jax.eval_shape`: nothing runs): its
     structure, with `ShapeDtypeStruct`s for arrays."""

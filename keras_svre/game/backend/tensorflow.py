@@ -219,16 +219,6 @@ def checked_rows(rows, index, limit, message):
         return tf.identity(rows)
 
 
-def stateless_normal(shape, seed):
-    """Normal numbers from a seed pair `[2]` (int64): the same for the same seed."""
-    return tf.random.stateless_normal(shape, seed=tf.cast(seed, tf.int64))
-
-
-def stateless_uniform(shape, seed):
-    """Uniform numbers in [0, 1) from a seed pair `[2]`: the same for the same seed."""
-    return tf.random.stateless_uniform(shape, seed=tf.cast(seed, tf.int64))
-
-
 def trace(function):
     """What `function()` returns, traced in a graph (nothing runs): its
     structure, with tensors carrying their static shapes.
