@@ -14,6 +14,10 @@ alike. `create_writer(log_dir)` picks the one that is installed.
 from __future__ import annotations
 
 import importlib.util
+import itertools
+import os
+import pathlib
+import time
 
 import numpy as np
 
@@ -94,24 +98,48 @@ class TensorFlowWriter:
 
 
 class TensorBoardXWriter:
-    """Scalars and images through `tensorboardX` (no TensorFlow needed)."""
+    """Scalars and images through `tensorboardX` (no TensorFlow needed).
+
+    The events are written synchronously with tensorboardX's `EventsWriter`,
+    not through its `SummaryWriter`, whose background thread writes what it
+    is given later: its `flush()` does not wait for that thread, so events
+    written just before a run ends (the final evaluation) could be missing
+    from the file when the command returned. The file's name carries the
+    process id and a counter, since tensorboardX names files by the second
+    and two writers opened in the same second would share a file.
+    """
+
+    _opened = itertools.count()
 
     def __init__(self, log_dir):
-        from tensorboardX import SummaryWriter
+        from tensorboardX.event_file_writer import EventsWriter
 
-        self._writer = SummaryWriter(str(log_dir))
+        log_dir = pathlib.Path(log_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        suffix = f".{os.getpid()}.{next(self._opened)}"
+        self._events = EventsWriter(str(log_dir / "events"), suffix)
+
+    def _write(self, summary, step: int) -> None:
+        from tensorboardX.proto import event_pb2
+
+        event = event_pb2.Event(summary=summary, wall_time=time.time(), step=step)
+        self._events.write_event(event)
 
     def scalars(self, values: dict, step: int) -> None:
         """Writes `{tag: number}` at `step`."""
+        from tensorboardX import summary
+
         for tag, value in values.items():
-            self._writer.add_scalar(tag, float(value), int(step))
+            self._write(summary.scalar(tag, float(value)), int(step))
 
     def image(self, tag: str, image: np.ndarray, step: int) -> None:
         """Writes one image in [0, 1], `[H, W, C]`, as a PNG."""
-        self._writer.add_image(tag, _pixels(image), int(step), dataformats="HWC")
+        from tensorboardX import summary
+
+        self._write(summary.image(tag, _pixels(image), dataformats="HWC"), int(step))
 
     def flush(self) -> None:
-        self._writer.flush()
+        self._events.flush()
 
 
 def available() -> bool:
