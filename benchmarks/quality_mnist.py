@@ -74,11 +74,18 @@ METHODS = {
     # The warm length was picked on seed 100, which is never reported.
     "svre-ws": {"warm_start": "adam", "then": "svre", "label": "SVRE-GAN-WS"},
     # alpha-SVRE (issue 21): the coefficient on the correction estimated
-    # from running averages ("optimal", the optimizer's provisional
-    # defaults), with plain and Adam steps, and the one-minibatch variant
+    # from running averages ("optimal", the optimizer's defaults), with
+    # plain and Adam steps, and the one-minibatch variant
     # (3 evaluations per iteration).
     "svre-opt": {"label": "alpha-SVRE"},
     "svre-vrad-opt": {"beta_1": 0.5, "label": "alpha-SVRE-VRAd"},
+    # Tuning only (seed 100, never reported): a longer memory for C and V.
+    "svre-vrad-opt-slow": {
+        "method": "svre-vrad-opt",
+        "beta_1": 0.5,
+        "vr_statistics_decay": 0.99,
+        "label": "alpha-SVRE-VRAd, decay 0.99",
+    },
     "svre-vrad-opt-1mb": {
         "method": "svre-vrad-opt",
         "beta_1": 0.5,

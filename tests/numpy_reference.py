@@ -13,9 +13,10 @@ SVRE's coefficient on the correction (`SVRE(vr_coefficient=...)`):
 `d = F_i(w) - alpha (F_i(w_S) - mu_S)` with alpha a number, a function of
 the iterations applied so far (a schedule), or `"optimal"`: per variable
 tensor (`segments`), `clip(C / V, 0, alpha_max)` from running averages of
-`<F_i(w), F_i(w_S) - mu_S>` and `||F_i(w_S) - mu_S||^2`, fed after each
-iteration by the mean over its two paired evaluations, and `min(1,
-alpha_max)` while V is 0.
+`<F_i(w) - mu_S, F_i(w_S) - mu_S>` and `||F_i(w_S) - mu_S||^2`, fed after
+each iteration by the mean over its two paired evaluations, and `min(1,
+alpha_max)` while V is 0. At a snapshot C (and U, the running average of
+`||F_i(w) - mu_S||^2`) restart at V, unless the statistics are kept.
 """
 
 import numpy as np
@@ -178,7 +179,7 @@ def run(
                     strict=True,
                 )
             ):
-                c[s] += np.sum(g_k * e_k)
+                c[s] += np.sum(f_k * e_k)
                 v[s] += np.sum(e_k * e_k)
                 u[s] += np.sum(f_k * f_k)
         decay = vr_statistics_decay
@@ -199,8 +200,8 @@ def run(
         w_s = w.copy()
         mu = np.concatenate(field.mean(w_s[:d], w_s[d:]))
         if vr_statistics_reset:
-            covariance, variance = np.zeros(len(sizes)), np.zeros(len(sizes))
-            field_variance = np.zeros(len(sizes))
+            # C and U restart at V (alpha = 1); V keeps its weight.
+            covariance, field_variance = variance.copy(), variance.copy()
         info["snapshots"] += 1
 
     w_s = mu = None

@@ -265,36 +265,46 @@ def test_optimal_statistics_by_hand():
     d_w, _ = optimizer.variance_reduced_gradient(G, G_S, [w, u])
     assert_close(d_w, G[0] - (G_S[0] - MU[0]))
 
-    # Pair 1: e = G_S - MU = [-1.25, 1, 1] for w: <G, e> = 3.75, ||e||^2 = 3.5625.
-    # Pair 2: (2 G, G_S): <2 G, e> = 7.5. Means: c = 5.625, v = 3.5625.
+    # C is centred on mu_S. Pair 1 for w: f = G - MU = [0.75, 2.5, 2] and
+    # e = G_S - MU = [-1.25, 1, 1]: <f, e> = 3.5625, ||e||^2 = 3.5625.
+    # Pair 2, (2 G, G_S): f = [1.75, 4.5, 5], <f, e> = 7.3125.
+    # Means: c = 5.4375, v = 3.5625.
     pairs = [(G, G_S), ([2 * g for g in G], G_S)]
     optimizer.record_correction(pairs, [w, u])
-    assert_close(optimizer._covariances[0], 0.5 * 5.625)
+    assert_close(optimizer._covariances[0], 0.5 * 5.4375)
     assert_close(optimizer._variances[0], 0.5 * 3.5625)
-    e_u = G_S[1] - MU[1]
-    assert_close(optimizer._covariances[1], 0.5 * 1.5 * np.sum(G[1] * e_u))
-    assert_close(optimizer._variances[1], 0.5 * np.sum(e_u**2))
+    # For u: f = [[-.5, -1.5], [-2.5, -3.5]], e = [[.5, -2.5], [-3, -1.5]]:
+    # <f, e> = 16.25, then f = [[0, -1], [-2, -3]]: 13; ||e||^2 = 17.75.
+    assert_close(optimizer._covariances[1], 0.5 * 14.625)
+    assert_close(optimizer._variances[1], 0.5 * 17.75)
     alpha_w, alpha_u = (float(numpy(a)) for a in optimizer.vr_coefficients([w, u]))
-    assert alpha_w == pytest.approx(5.625 / 3.5625, rel=1e-14)
-    # u's covariance is negative: clipped at 0.
-    assert np.sum(G[1] * e_u) < 0 and alpha_u == 0.0
+    assert alpha_w == pytest.approx(5.4375 / 3.5625, rel=1e-14)
+    assert alpha_u == pytest.approx(14.625 / 17.75, rel=1e-14)
     d_w, d_u = optimizer.variance_reduced_gradient(G, G_S, [w, u])
     assert_close(d_w, G[0] - alpha_w * (G_S[0] - MU[0]))
-    assert_close(d_u, G[1])
+    assert_close(d_u, G[1] - alpha_u * (G_S[1] - MU[1]))
 
     # A second record: the running averages.
     optimizer.record_correction([(G, G_S)], [w, u])
-    assert_close(optimizer._covariances[0], 0.25 * 5.625 + 0.5 * 3.75)
+    assert_close(optimizer._covariances[0], 0.25 * 5.4375 + 0.5 * 3.5625)
     assert_close(optimizer._variances[0], 0.25 * 3.5625 + 0.5 * 3.5625)
 
-    # Clipped at vr_coefficient_max.
+    # Clipped at vr_coefficient_max: f = 10 G - MU, <f, e> = 37.3125.
     optimizer.record_correction([([10 * g for g in G], G_S)], [w, u])
     assert float(numpy(optimizer.vr_coefficients([w])[0])) == 2.0
+    # Clipped at 0: pairs with f = -e, each <f, e> = -3.5625, make C < 0.
+    against = [2 * m - g for m, g in zip(MU, G_S, strict=True)]
+    for _ in range(4):
+        optimizer.record_correction([(against, G_S)], [w, u])
+    assert float(optimizer._covariances[0].numpy()) < 0
+    assert float(numpy(optimizer.vr_coefficients([w])[0])) == 0.0
 
-    # A snapshot resets them (vr_statistics_reset defaults to True).
+    # A snapshot restarts C at V, alpha at 1 (vr_statistics_reset defaults to
+    # True); V keeps its weight.
+    variances = [float(slot.numpy()) for slot in optimizer._variances]
     optimizer.take_snapshot([w, u], MU)
-    for slot in optimizer._covariances + optimizer._variances:
-        assert float(slot.numpy()) == 0.0
+    assert [float(slot.numpy()) for slot in optimizer._variances] == variances
+    assert [float(slot.numpy()) for slot in optimizer._covariances] == variances
     assert [float(numpy(a)) for a in optimizer.vr_coefficients([w, u])] == [1.0, 1.0]
 
 
@@ -369,7 +379,7 @@ MODES = {
         {
             "vr_statistics_decay": 0.5,
             "vr_statistics_reset": False,
-            "vr_coefficient_max": 0.8,
+            "vr_coefficient_max": 1.5,
         },
     ),
 }
@@ -702,9 +712,13 @@ def test_correlation_restart_triggers_below_the_threshold():
     assert statistics["field_variance"].tolist() == [5.0]
     assert snapshots.correlation_restart([optimizer], 0.5)  # 0.447 < 0.5
     assert not snapshots.correlation_restart([optimizer], 0.4)
-    # The statistics restart at the snapshot.
+    # At the snapshot C and U restart at V: rho = 1, no new snapshot.
     optimizer.take_snapshot([w], [np.zeros(3)])
-    assert optimizer.correction_statistics()["field_variance"].tolist() == [0.0]
+    statistics = optimizer.correction_statistics()
+    assert statistics["covariance"].tolist() == [1.0]
+    assert statistics["field_variance"].tolist() == [1.0]
+    assert snapshots.estimated_correlation([statistics]) == 1.0
+    assert not snapshots.correlation_restart([optimizer], 0.99)
     # The coefficient stays SVRE's, bit for bit.
     (d,) = optimizer.variance_reduced_gradient([G[0]], [G_S[0]], [w])
     np.testing.assert_array_equal(numpy(d), G[0] - G_S[0] + 0.0)

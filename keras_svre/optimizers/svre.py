@@ -138,17 +138,22 @@ class SVRE(Extragradient):
     the correlation `rho` falls below 1/2. `vr_coefficient="optimal"`
     estimates `alpha*` per variable tensor as `clip(C / V, 0,
     vr_coefficient_max)`, with C and V running averages (decay
-    `vr_statistics_decay`) of `<F_i(w), F_i(w_S) - mu_S>` and
+    `vr_statistics_decay`) of `<F_i(w) - mu_S, F_i(w_S) - mu_S>` and
     `||F_i(w_S) - mu_S||^2` over the paired evaluations of the iterations
     applied so far (`record_correction`, which the game calls): both pairs
     of an iteration, the extrapolation's and the update's, averaged into one
     sample (with `compile(one_minibatch=True)` the two pairs share `F_i(w_S)`
     and are averaged all the same). An iteration's alpha is read before its
     own pairs are recorded, so it does not depend on the minibatches it
-    corrects, and both of its directions use the same alpha. While V is 0
-    (no applied iteration since the statistics started or were reset) alpha
-    is `min(1, vr_coefficient_max)`: plain SVRE, exact at the snapshot
-    itself, where `F_i(w) = F_i(w_S)`. The averages start at 0 with the same
+    corrects, and both of its directions use the same alpha. C is centred
+    on mu_S: `E[F_i(w_S)] = mu_S`, so centring F_i(w) does not change what C
+    estimates (the covariance), but it removes the noise term
+    `<mu_S, F_i(w_S) - mu_S>` from each sample. At each snapshot C restarts
+    at V (`vr_statistics_reset=True`): at `w = w_S` the pairs are equal and
+    alpha* is 1, so alpha restarts at 1 with the weight of the whole
+    average, and the new pairs move it at the rate `1 - decay`. While V is 0
+    (before the first applied iteration) alpha is `min(1,
+    vr_coefficient_max)`: plain SVRE. The averages start at 0 with the same
     decay, so `C / V` needs no bias correction.
 
     Snapshots when they are needed (`restart_correlation=r`, instead of the
@@ -165,9 +170,10 @@ class SVRE(Extragradient):
 
     (the square root of the share of the plain estimate's variance that the
     per-tensor optimal alpha removes), and a snapshot is taken when
-    `rho < r` (`keras_svre.game.snapshots.correlation_restart`). The
-    statistics restart at each snapshot (`vr_statistics_reset` must be
-    True), and rho is not estimated before an iteration has been recorded.
+    `rho < r` (`keras_svre.game.snapshots.correlation_restart`). At each
+    snapshot U and C restart at V, so rho restarts at 1
+    (`vr_statistics_reset` must be True), and rho is not estimated before
+    an iteration has been recorded.
     The decision reads only saved slots, so a resumed run takes the
     snapshots an uninterrupted one would.
 
@@ -211,16 +217,18 @@ class SVRE(Extragradient):
             its values are used as they come) or `"optimal"` (estimated per
             variable tensor, see above). Defaults to `1.0`.
         vr_statistics_decay: `"optimal"` and `restart_correlation` only: the
-            decay of the running averages C and V (and U), in [0, 1) (about `1 / (1 - decay)` iterations
-            of memory). Defaults to `0.9`, provisional until measured: the
-            project's variance study saw SVRE's correction help for about 10
-            to 50 iterations after a snapshot.
+            decay of the running averages C and V (and U), in [0, 1) (about
+            `1 / (1 - decay)` iterations of memory). Defaults to `0.9`: the
+            project's variance study (README, "A coefficient on the
+            correction") saw SVRE's correction help for about 10 to 50
+            iterations after a snapshot.
         vr_statistics_reset: `"optimal"` and `restart_correlation` only:
-            whether C and V (and U) restart from 0 at each snapshot (alpha is then the fallback, plain SVRE, for the
-            first iteration after it). Defaults to `True`, provisional until
-            measured: right after a snapshot `w` is close to `w_S` and
-            alpha* close to 1, and statistics kept from the end of the
-            previous snapshot's run would under-correct there.
+            whether C (and U) restart at V at each snapshot, which sets
+            alpha (and rho) back to 1, the exact value at `w = w_S`.
+            Defaults to `True`: in the variance study this matched SVRE at
+            one iteration after the snapshot, where restarting the averages
+            from 0 (one noisy pair decides alpha) or keeping them (alpha
+            starts from the last snapshot's low value) did worse.
         vr_coefficient_max: `"optimal"` only: the largest alpha, > 0.
             Defaults to `1.0` (provisional until measured; above 1 the
             correction overshoots SVRE's).
@@ -504,12 +512,12 @@ class SVRE(Extragradient):
             mean = self._slot(self._mean_gradients, variable).value
             covariance, variance, field_variance = 0.0, 0.0, 0.0
             for gradients, snapshot_gradients in pairs:
-                gradient = ops.cast(gradients[index], dtype)
+                centred = ops.cast(gradients[index], dtype) - mean
                 correction = ops.cast(snapshot_gradients[index], dtype) - mean
-                covariance += ops.sum(gradient * correction)
+                covariance += ops.sum(centred * correction)
                 variance += ops.sum(ops.square(correction))
                 if field_variances:
-                    field_variance += ops.sum(ops.square(gradient - mean))
+                    field_variance += ops.sum(ops.square(centred))
             self._fold_in(self._covariances, variable, covariance / len(pairs))
             self._fold_in(self._variances, variable, variance / len(pairs))
             if field_variances:
@@ -542,9 +550,11 @@ class SVRE(Extragradient):
             self.assign(self._slot(self._snapshots, v), v)
             self.assign(self._slot(self._mean_gradients, v), g)
             if self.keeps_statistics and self.vr_statistics_reset:
+                # At w = w_S the pairs are equal: C = U = V, alpha = 1, rho = 1.
+                variance = self._slot(self._variances, v).value
                 for slots in self._statistics_slots():
-                    slot = self._slot(slots, v)
-                    self.assign(slot, ops.zeros_like(slot.value))
+                    if slots is not self._variances:
+                        self.assign(self._slot(slots, v), variance)
         self.assign_add(self.snapshots_taken, 1)
 
     def reset_average(self, variables):
