@@ -171,13 +171,9 @@ def run(
         nonlocal covariance, variance, field_variance
         c, v, u = np.zeros(len(sizes)), np.zeros(len(sizes)), np.zeros(len(sizes))
         for g, g_snap in pairs:
-            for s, (g_k, e_k, f_k) in enumerate(
-                zip(
-                    per_segment(g),
-                    per_segment(g_snap - mu),
-                    per_segment(g - mu),
-                    strict=True,
-                )
+            # e = F_i(w_S) - mu_S, f = F_i(w) - mu_S (C is centred on mu_S).
+            for s, (e_k, f_k) in enumerate(
+                zip(per_segment(g_snap - mu), per_segment(g - mu), strict=True)
             ):
                 c[s] += np.sum(f_k * e_k)
                 v[s] += np.sum(e_k * e_k)
