@@ -101,6 +101,11 @@ def test_a_saved_gan_loads_on_the_other_backend(trained, tmp_path):
             "train on several devices with keras.distribution",
         ),
         (["--deterministic"], "XLA_FLAGS=--xla_gpu_deterministic_ops=true"),
+        (
+            ["--gradient-noise-every", "4"],
+            "--gradient-noise-every measures on a tf.data pipeline in a "
+            "tf.function, which the jax backend cannot run",
+        ),
     ],
 )
 def test_tensorflow_only_options_are_refused_on_jax(capsys, tmp_path, extra, message):

@@ -45,6 +45,12 @@ def make_strategy(args):
                 "need XLA_FLAGS=--xla_gpu_deterministic_ops=true, or set "
                 "KERAS_BACKEND=tensorflow"
             )
+        if args.gradient_noise_every:
+            raise UsageError(
+                "--gradient-noise-every measures on a tf.data pipeline in a "
+                f"tf.function, which the {backend} backend cannot run: drop it, "
+                "or set KERAS_BACKEND=tensorflow"
+            )
         return OneDevice()
     import tensorflow as tf
 
