@@ -427,14 +427,10 @@ def test_training_with_a_penalty_matches_numpy(case, penalty):
         fit_kwargs["snapshot_data"] = batches(np.arange(N), x, size=5)
     history = model.fit(data, verbose=0, **fit_kwargs)
     assert all(np.isfinite(v[-1]) for v in history.history.values())
-    # Adam divides by the root of its second moment: a gradient entry near 0
-    # carries its float64 rounding (which depends on the backend's order of
-    # summing the penalty's gradient paths) into a step of full size. The
-    # steps are ~0.05: an absolute 1e-10 still catches any wrong term.
     actual = [np.ravel(v.numpy()) for v in model.discriminator.weights]
-    np.testing.assert_allclose(np.concatenate(actual), phi, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(np.concatenate(actual), phi, rtol=1e-9)
     actual = [np.ravel(v.numpy()) for v in model.generator.weights]
-    np.testing.assert_allclose(np.concatenate(actual), theta, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(np.concatenate(actual), theta, rtol=1e-9)
     penalty_value = float(model.compute_gradient_penalty(batch_of(x, [0, 1])))
     u = model.discriminator.trainable_variables[0].numpy()[:, 0]
     norm = np.linalg.norm(u)
