@@ -86,6 +86,15 @@ METHODS = {
         "vr_statistics_decay": 0.99,
         "label": "alpha-SVRE-VRAd, decay 0.99",
     },
+    # Snapshots when they are needed (issue 21, item 3): a new snapshot
+    # when the estimated correlation rho falls below 0.5 (where SVRE's
+    # correction starts adding variance), instead of Bernoulli(1/n) draws.
+    "svre-vrad-opt-rc": {
+        "method": "svre-vrad-opt",
+        "beta_1": 0.5,
+        "restart_correlation": 0.5,
+        "label": "alpha-SVRE-VRAd, snapshot when rho < 0.5",
+    },
     "svre-vrad-opt-1mb": {
         "method": "svre-vrad-opt",
         "beta_1": 0.5,
