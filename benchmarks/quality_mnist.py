@@ -181,6 +181,41 @@ class TrainingClock(keras.callbacks.Callback):
         self.at[self.model.iterations] = self.seconds
 
 
+class AlphaTrace(keras.callbacks.Callback):
+    """alpha-SVRE's coefficient along a run (issue 21: why it helps or not).
+
+    Every `every` iterations, the median over each player's tensors of the
+    alpha the next iteration will use, with the iterations since the last
+    snapshot (`lag`). Only for optimizers with `vr_coefficient="optimal"`.
+    """
+
+    def __init__(self, every: int = 5):
+        super().__init__()
+        self.every = every
+        self.records = []
+        self._snapshots, self._snapshot_iteration = None, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        iteration = int(self.model.iterations)
+        snapshots = int(self.model.snapshots_taken)
+        if snapshots != self._snapshots:
+            self._snapshots, self._snapshot_iteration = snapshots, iteration
+        if iteration % self.every:
+            return
+        record = {"iteration": iteration, "lag": iteration - self._snapshot_iteration}
+        for optimizer in self.model.svre_optimizers:
+            if not optimizer.estimates_coefficient:
+                continue
+            for player, variables in self.model.players().items():
+                alphas = optimizer.vr_coefficients(variables)
+                record[f"alpha_{player}"] = round(
+                    float(np.median([keras.ops.convert_to_numpy(a) for a in alphas])),
+                    4,
+                )
+        if len(record) > 2:
+            self.records.append(record)
+
+
 def load_data(args, seed):
     return data.load(
         batch_size=args.batch_size,
@@ -247,7 +282,7 @@ def train_one(method, seed, args, classifiers):
     pass_cost = finite_sum.num_examples / finite_sum.batch_size
     spent, iterations_before, snapshots_before = 0.0, 0, 0
     clock = TrainingClock()
-    curve, details = [], []
+    curve, details, alpha_trace = [], [], []
     start = time.time()
     for index, (name, settings, until) in enumerate(phases(method, args)):
         if spent >= until:
@@ -277,7 +312,8 @@ def train_one(method, seed, args, classifiers):
         )
         variance = GradientVariance(probe, every, num_batches=10)
         clock.at = {}
-        callbacks = [StopAtBudget(count, until), clock, variance, evaluation]
+        alphas = AlphaTrace()
+        callbacks = [StopAtBudget(count, until), clock, variance, evaluation, alphas]
         fit_kwargs = {}
         if gan.variance_reduced:
             fit_kwargs["snapshot_data"] = finite_sum.snapshot
@@ -308,6 +344,10 @@ def train_one(method, seed, args, classifiers):
             curve.append(point)
         phase_iterations = gan.iterations
         phase_snapshots = gan.snapshots_taken
+        if alphas.records:
+            for record in alphas.records:
+                record["iteration"] += iterations_before
+            alpha_trace.extend(alphas.records)
         details.append(
             {
                 "method": name,
@@ -331,6 +371,7 @@ def train_one(method, seed, args, classifiers):
         "seconds": round(seconds, 1),
         "train_seconds": round(clock.seconds, 1),
         "curve": curve,
+        **({"alpha_trace": alpha_trace} if alpha_trace else {}),
     }
 
 
