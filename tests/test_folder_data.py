@@ -7,6 +7,8 @@ On both backends: the images are decoded by Pillow everywhere, and come as
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -183,6 +185,33 @@ def test_backend_pipelines_and_their_shuffle_buffer(tmp_path):
         "all the images each epoch: leave it unset. Received: "
         "shuffle_buffer_size=11."
     )
+
+
+_LOAD_WITHOUT_TENSORFLOW = """
+import sys
+from keras_svre import data
+loaded = data.load(sys.argv[1], batch_size=4, data_dir=sys.argv[2], image_size=3)
+assert isinstance(loaded.train, data.ArrayMinibatches), type(loaded.train)
+assert loaded.image_shape == (3, 3, 1) and loaded.num_examples == 12
+assert "tensorflow" not in sys.modules, "TensorFlow was imported"
+"""
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None, reason="JAX is not installed"
+)
+def test_a_folder_on_jax_imports_no_tensorflow(tmp_path):
+    """Even where TensorFlow is installed, JAX's folder path does not import it."""
+    _gray_folder(tmp_path / "images")
+    result = subprocess.run(
+        [sys.executable, "-c", _LOAD_WITHOUT_TENSORFLOW]
+        + [f"folder:{tmp_path / 'images'}", os.fspath(tmp_path / "cache")],
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_second_load_decodes_nothing(tmp_path, monkeypatch):
