@@ -1,17 +1,29 @@
-"""Tests for keras_svre/data/folder.py: training on a folder of your own images."""
+"""Tests for keras_svre/data/folder.py: training on a folder of your own images.
 
+On both backends: the images are decoded by Pillow everywhere, and come as
+`tf.data` pipelines on TensorFlow, NumPy minibatches on JAX.
+"""
+
+import importlib.util
 import json
 import os
+import subprocess
+import sys
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
 
 from keras_svre import cli, data
 from keras_svre.data import folder as folder_lib
+from keras_svre.game import data as game_data
 from tests.cli_helpers import TINY, fails_cleanly
 
+pytestmark = pytest.mark.jax
+
 SIZE = (6, 8)  # (height, width) of the generated images.
+ON_TENSORFLOW = keras.backend.backend() == "tensorflow"
 
 
 def _save(path, pixels, **kwargs):
@@ -34,7 +46,8 @@ def _gray_folder(root, count=12):
 
 
 def _collect(dataset):
-    indices, images = zip(*((i.numpy(), x.numpy()) for i, x in dataset), strict=True)
+    """One pass of a `tf.data` pipeline or of `ArrayMinibatches`, as NumPy."""
+    indices, images = zip(*game_data.iterate(dataset), strict=True)
     return np.concatenate(indices), np.concatenate(images)
 
 
@@ -94,6 +107,113 @@ def test_formats_channels_centre_crop_and_resize(tmp_path):
     assert gray.image_shape == (3, 5, 1)
 
 
+def test_pillow_modes_decode_to_gray_or_colour(tmp_path):
+    root = tmp_path / "modes"
+    root.mkdir()
+    gray = np.full((4, 4), 90, np.uint8)
+    Image.fromarray(gray > 0).save(root / "a_bilevel.png")  # "1": 0 or 255
+    Image.fromarray(np.dstack([gray, np.zeros_like(gray)]), "LA").save(root / "b.png")
+    # 16 bits: 40000 = 156 * 256 + 64 keeps its high byte.
+    Image.fromarray(np.full((4, 4), 40000, np.uint16)).save(root / "c_16bit.png")
+    palette = Image.fromarray(np.ones((4, 4), np.uint8), "P")
+    palette.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
+    palette.save(root / "d_palette.png", transparency=1)  # tRNS: alpha dropped
+    palette.save(root / "e_palette.gif")
+    Image.fromarray(np.full((4, 4, 4), (0, 255, 0, 0), np.uint8), "CMYK").save(
+        root / "f_cmyk.jpg", quality=100
+    )
+    loaded = data.from_folder(root, channels=3, batch_size=6, data_dir=tmp_path)
+    _, images = _collect(loaded.snapshot)
+    pixels = np.round((images + 1.0) * 127.5)[:, 0, 0]
+    expected = [[255] * 3, [90] * 3, [156] * 3, [10, 20, 30], [10, 20, 30]]
+    np.testing.assert_array_equal(pixels[:5], expected)
+    np.testing.assert_allclose(pixels[5], [255, 0, 255], atol=2)  # magenta
+    # As they are: the first three are grayscale, the others colour.
+    with pytest.raises(ValueError, match=r"\(grayscale: 3, colour: 3; e\.g\."):
+        data.from_folder(root, batch_size=6, data_dir=tmp_path)
+
+
+def test_grayscale_and_resize_golden_values(tmp_path):
+    root = tmp_path / "golden"
+    # Columns 0, 0, 255, 255 in colour (r, g, b) = (100, 50, 200) * column.
+    ramp = np.zeros((4, 4, 3), np.uint8)
+    ramp[:, 2:] = (100, 50, 200)
+    _save(root / "ramp.png", ramp)
+    _save(root / "white.png", np.full((4, 4, 3), 255))
+    gray = data.from_folder(root, channels=1, batch_size=2, data_dir=tmp_path)
+    _, images = _collect(gray.snapshot)
+    # ITU-R 601: 0.2989 * 100 + 0.5870 * 50 + 0.1140 * 200 = 81.54 -> 82; and
+    # (0.2989 + 0.5870 + 0.1140) * 255 = 254.97 -> 255.
+    np.testing.assert_array_equal(
+        np.round((images[..., 0] + 1.0) * 127.5),
+        [np.tile([0, 0, 82, 82], (4, 1))] + [np.full((4, 4), 255)],
+    )
+    halved = data.from_folder(
+        root, image_size=2, channels=1, batch_size=2, data_dir=tmp_path
+    )
+    _, images = _collect(halved.snapshot)
+    # Antialiased bilinear at scale 1/2: a triangle of half-width 2 input
+    # pixels; output column 0 (centre 1.0) weighs the input pixels centred at
+    # 0.5, 1.5, 2.5 by 0.75, 0.75, 0.25 (normalised by their sum, 1.75).
+    left = 82 * 0.25 / 1.75
+    expected = np.round([left, 82 - left])
+    np.testing.assert_array_equal(
+        np.round((images[0, ..., 0] + 1.0) * 127.5), [expected, expected]
+    )
+
+
+def test_backend_pipelines_and_their_shuffle_buffer(tmp_path):
+    root = tmp_path / "images"
+    _gray_folder(root)
+    arguments = {"batch_size": 4, "data_dir": tmp_path / "cache"}
+    loaded = data.from_folder(root, shuffle_buffer_size=12, **arguments)
+    if ON_TENSORFLOW:
+        import tensorflow as tf
+
+        assert isinstance(loaded.train, tf.data.Dataset)
+        data.from_folder(root, shuffle_buffer_size=3, **arguments)
+        return
+    assert isinstance(loaded.train, data.ArrayMinibatches)
+    assert isinstance(loaded.snapshot, data.ArrayMinibatches)
+    # The first 5 images need a buffer of 5 only.
+    data.from_folder(root, shuffle_buffer_size=5, take=5, **arguments)
+    with pytest.raises(ValueError) as error:
+        data.from_folder(root, shuffle_buffer_size=11, **arguments)
+    assert str(error.value) == (
+        "Argument `shuffle_buffer_size` must be None or at least the number of "
+        "images (12) off the TensorFlow backend, whose NumPy minibatches permute "
+        "all the images each epoch: leave it unset. Received: "
+        "shuffle_buffer_size=11."
+    )
+
+
+_LOAD_WITHOUT_TENSORFLOW = """
+import sys
+from keras_svre import data
+loaded = data.load(sys.argv[1], batch_size=4, data_dir=sys.argv[2], image_size=3)
+assert isinstance(loaded.train, data.ArrayMinibatches), type(loaded.train)
+assert loaded.image_shape == (3, 3, 1) and loaded.num_examples == 12
+assert "tensorflow" not in sys.modules, "TensorFlow was imported"
+"""
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None, reason="JAX is not installed"
+)
+def test_a_folder_on_jax_imports_no_tensorflow(tmp_path):
+    """Even where TensorFlow is installed, JAX's folder path does not import it."""
+    _gray_folder(tmp_path / "images")
+    result = subprocess.run(
+        [sys.executable, "-c", _LOAD_WITHOUT_TENSORFLOW]
+        + [f"folder:{tmp_path / 'images'}", os.fspath(tmp_path / "cache")],
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_second_load_decodes_nothing(tmp_path, monkeypatch):
     root, cache = tmp_path / "images", tmp_path / "cache"
     _gray_folder(root)
@@ -133,7 +253,18 @@ def test_second_load_decodes_nothing(tmp_path, monkeypatch):
     [
         ("missing", {}, "The image folder {root} does not exist."),
         ("empty", {}, "The folder {root} holds no images (files ending in .png"),
-        ("corrupt", {}, "Cannot decode the image {root}/sub/broken.jpg (Unknown"),
+        (
+            "corrupt",
+            {},
+            "Cannot decode the image {root}/sub/broken.jpg (cannot identify image "
+            "file): replace or remove it.",
+        ),
+        (
+            "truncated",
+            {},
+            "Cannot decode the image {root}/sub/broken.jpg (image file is "
+            "truncated): replace or remove it.",
+        ),
         ("mixed", {}, "mix grayscale and colour (grayscale: 3, colour: 2; e.g. "),
         ("mixed", {}, "pass `channels=1` to convert them all to grayscale or"),
         ("few", {"batch_size": 8}, "holds 5 image(s), fewer than one batch of 8"),
@@ -154,6 +285,11 @@ def test_bad_folders_raise_one_clear_error(tmp_path, case, arguments, message):
     if case == "corrupt":
         (root / "sub").mkdir()
         (root / "sub" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    if case == "truncated":  # A PNG of noise cut short in its image data.
+        noise = np.random.default_rng(0).integers(0, 256, (32, 32))
+        _save(root / "sub" / "broken.jpg", noise, format="png")
+        whole = (root / "sub" / "broken.jpg").read_bytes()
+        (root / "sub" / "broken.jpg").write_bytes(whole[:500])
     arguments = {"batch_size": 2, "data_dir": tmp_path / "cache", **arguments}
     with pytest.raises(ValueError) as error:
         data.from_folder(root, **arguments)
@@ -165,7 +301,15 @@ def test_bad_folders_raise_one_clear_error(tmp_path, case, arguments, message):
     [
         ("folder:", {}, "names no folder: write 'folder:PATH'"),
         ("folder:x", {"split": "test"}, "one split, 'train'"),
-        ("mnist", {"channels": 1}, "converts the images of a folder dataset"),
+        pytest.param(
+            "mnist",
+            {"channels": 1},
+            "converts the images of a folder dataset",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("tensorflow_datasets") is None,
+                reason="a TFDS dataset's check (TFDS is not installed)",
+            ),
+        ),
     ],
 )
 def test_load_rejects_what_a_folder_cannot_do(name, arguments, message):

