@@ -140,6 +140,27 @@ def from_folder(
             f"the images are). Received: channels={channels!r}."
         )
     folder = pathlib.Path(path).expanduser()
+    files = _checked_image_files(folder, batch_size)
+    cache_file = _cache_file(folder, files, target_size, channels, data_dir)
+    images = _read_cache(cache_file, len(files)) if cache else None
+    if images is None:
+        images = _prepare(folder, files, target_size, channels)
+        if cache:
+            _write_cache(cache_file, images, files)
+    return _finite_sum(
+        images,
+        batch_size=batch_size,
+        snapshot_batch_size=snapshot_batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        take=take,
+        name=name or f"{FOLDER_PREFIX}{os.fspath(path)}",
+        shuffle_buffer_size=shuffle_buffer_size,
+    )
+
+
+def _checked_image_files(folder: pathlib.Path, batch_size: int) -> list[str]:
+    """The folder's image files; raises if there is no folder or too few images."""
     if not folder.exists():
         raise ValueError(f"The image folder {folder} does not exist.")
     if not folder.is_dir():
@@ -155,13 +176,21 @@ def from_folder(
             f"The folder {folder} holds {len(files)} image(s), fewer than one "
             f"batch of {batch_size}: add images or use a smaller batch size."
         )
-    cache_file = _cache_file(folder, files, target_size, channels, data_dir)
-    images = _read_cache(cache_file, len(files)) if cache else None
-    if images is None:
-        images = _prepare(folder, files, target_size, channels)
-        if cache:
-            _write_cache(cache_file, images, files)
-    name = name or f"{FOLDER_PREFIX}{os.fspath(path)}"
+    return files
+
+
+def _finite_sum(
+    images,
+    *,
+    batch_size,
+    snapshot_batch_size,
+    shuffle,
+    seed,
+    take,
+    name,
+    shuffle_buffer_size,
+) -> FiniteSumData:
+    """The prepared images as a tf.data finite sum on TensorFlow, NumPy elsewhere."""
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
