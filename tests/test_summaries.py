@@ -12,23 +12,20 @@ from . import tensorboard_helpers
 
 pytestmark = pytest.mark.jax
 
+
+def _writer(writer_class, module):
+    """`writer_class` as a test parameter, skipped where `module` is missing."""
+    missing = importlib.util.find_spec(module) is None
+    return pytest.param(
+        writer_class,
+        marks=pytest.mark.skipif(missing, reason=f"needs {module}"),
+        id=module,
+    )
+
+
 WRITERS = [
-    pytest.param(
-        summaries.TensorFlowWriter,
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec("tensorflow") is None,
-            reason="needs TensorFlow",
-        ),
-        id="tensorflow",
-    ),
-    pytest.param(
-        summaries.TensorBoardXWriter,
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec("tensorboardX") is None,
-            reason="needs tensorboardX",
-        ),
-        id="tensorboardX",
-    ),
+    _writer(summaries.TensorFlowWriter, "tensorflow"),
+    _writer(summaries.TensorBoardXWriter, "tensorboardX"),
 ]
 
 

@@ -179,33 +179,23 @@ def _checked_image_files(folder: pathlib.Path, batch_size: int) -> list[str]:
     return files
 
 
-def _finite_sum(
-    images,
-    *,
-    batch_size,
-    snapshot_batch_size,
-    shuffle,
-    seed,
-    take,
-    name,
-    shuffle_buffer_size,
-) -> FiniteSumData:
-    """The prepared images as a tf.data finite sum on TensorFlow, NumPy elsewhere."""
+def _finite_sum(images, *, shuffle_buffer_size, **pipeline) -> FiniteSumData:
+    """The prepared images as a tf.data finite sum on TensorFlow, NumPy elsewhere.
+
+    `pipeline` holds the arguments both builders take (`batch_size`,
+    `snapshot_batch_size`, `shuffle`, `seed`, `take`, `name`).
+    """
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         return from_dataset(
             tf.data.Dataset.from_tensor_slices(images),
-            batch_size=batch_size,
-            snapshot_batch_size=snapshot_batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            take=take,
-            name=name,
             # Already in memory, at its final size.
             cache=False,
             shuffle_buffer_size=shuffle_buffer_size,
+            **pipeline,
         )
+    take = pipeline["take"]
     num_images = len(images) if take is None else min(take, len(images))
     if shuffle_buffer_size is not None and shuffle_buffer_size < num_images:
         raise ValueError(
@@ -214,15 +204,7 @@ def _finite_sum(
             "minibatches permute all the images each epoch: leave it unset. "
             f"Received: shuffle_buffer_size={shuffle_buffer_size}."
         )
-    return from_arrays(
-        images,
-        batch_size=batch_size,
-        snapshot_batch_size=snapshot_batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        take=take,
-        name=name,
-    )
+    return from_arrays(images, **pipeline)
 
 
 def load_folder(
