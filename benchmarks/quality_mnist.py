@@ -26,11 +26,13 @@ ones comparable with the paper's) and with the project's own classifier
 variance across 10 minibatches are measured at the same points (these
 measurement evaluations are not counted in the budget).
 
-Writes `<out>.json` (configuration, every run's curve, and per method the
-final and best values, mean and std over seeds) after every run, and
-`<out>.png` (IS with the paper's classifier, FID, and the generator's
-gradient variance, against gradient evaluations; mean over seeds, one thin
-line per seed).
+Writes `<out>.json` (configuration, every run's curve, per method the
+final and best values, mean and std over seeds, and `equal_iterations`:
+every method at the same number of iterations, whatever they cost) after
+every run, and `<out>.png` (IS with the paper's classifier, FID, and the
+players' gradient variance, against gradient evaluations, and IS and FID
+against iterations; mean over seeds, one thin line per seed). `--table`
+prints both tables as Markdown.
 """
 
 from __future__ import annotations
@@ -377,17 +379,6 @@ def train_one(method, seed, args, classifiers):
 
 def summarize(runs, methods):
     """Final and best values per method: mean, std and values over seeds."""
-
-    def stats(values):
-        values = [v for v in values if v is not None and math.isfinite(v)]
-        if not values:
-            return None
-        return {
-            "mean": float(np.mean(values)),
-            "std": float(np.std(values)),
-            "values": [round(v, 4) for v in values],
-        }
-
     summary = {}
     for method in methods:
         mine = [r for r in runs if r["method"] == method]
@@ -397,13 +388,13 @@ def summarize(runs, methods):
         for key in SUMMARY_KEYS:
             # The last value measured (the gradient variance is measured on
             # the regular schedule only, not again at the budget's end).
-            final[key] = stats([_last(r["curve"], key) for r in mine])
+            final[key] = _stats([_last(r["curve"], key) for r in mine])
             if key.startswith(("is_", "fid_")):
                 pick = max if key.startswith("is_") else min
                 trained = [
                     [p.get(key) for p in r["curve"] if p["iteration"] > 0] for r in mine
                 ]
-                best[key] = stats(
+                best[key] = _stats(
                     [
                         pick((v for v in values if v is not None), default=None)
                         for values in trained
@@ -412,11 +403,11 @@ def summarize(runs, methods):
         summary[method] = {
             "label": METHODS[method]["label"],
             "seeds": [r["seed"] for r in mine],
-            "iterations": stats([r["iterations"] for r in mine]),
-            "evaluations": stats([r["evaluations"] for r in mine]),
-            "snapshots": stats([r["snapshots"] for r in mine]),
-            "seconds": stats([r["seconds"] for r in mine]),
-            "train_seconds": stats([r.get("train_seconds") for r in mine]),
+            "iterations": _stats([r["iterations"] for r in mine]),
+            "evaluations": _stats([r["evaluations"] for r in mine]),
+            "snapshots": _stats([r["snapshots"] for r in mine]),
+            "seconds": _stats([r["seconds"] for r in mine]),
+            "train_seconds": _stats([r.get("train_seconds") for r in mine]),
             "final": final,
             "best": best,
             # The gradient noise along the whole run: median, min and max
@@ -428,6 +419,61 @@ def summarize(runs, methods):
             },
         }
     return summary
+
+
+def equal_iterations(runs, methods, keys=("is_current_paper", "fid_current_project")):
+    """Each method at the same number of iterations, whatever it cost.
+
+    The budget compares the methods at equal evaluations, and an SVRE
+    iteration costs two to five times an SE-A one. This separates what an
+    iteration of each method buys from what it costs, at two points:
+
+    - `common`: the last iteration at which every run was measured (the
+      schedules are multiples of each other), exact values;
+    - `shortest`: the fewest iterations any run reached, each run's curve
+      interpolated linearly between its two neighbouring measurements.
+    """
+    measured = [
+        {p["iteration"] for p in r["curve"] if p["iteration"] > 0} for r in runs
+    ]
+    common = set.intersection(*measured) if measured else set()
+    points = {"shortest": min((r["iterations"] for r in runs), default=None)}
+    if common:
+        points["common"] = max(common)
+    result = {"iterations": points, "methods": {}}
+    for method in methods:
+        mine = [r for r in runs if r["method"] == method]
+        if not mine:
+            continue
+        row = {}
+        for name, iteration in points.items():
+            if iteration is None:
+                continue
+            # None where a run was not measured that early.
+            row[name] = {
+                key: _stats([_at_iteration(r["curve"], key, iteration) for r in mine])
+                for key in ("evaluations", *keys)
+            }
+        result["methods"][method] = row
+    return result
+
+
+def _at_iteration(curve, key, iteration):
+    x, y = _points(curve, key, "iteration")
+    if not x or not x[0] <= iteration <= x[-1]:
+        return None
+    return float(np.interp(iteration, x, y))
+
+
+def _stats(values):
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return None
+    return {
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values)),
+        "values": [round(v, 4) for v in values],
+    }
 
 
 def _spread(values):
@@ -469,6 +515,18 @@ def plot(runs, methods, path):
             True,
         ),
         (
+            "is_current_paper",
+            "iteration",
+            "Inception Score (paper's MLP), current G, per iteration",
+            False,
+        ),
+        (
+            "fid_current_project",
+            "iteration",
+            "FID (project classifier), current G, per iteration",
+            True,
+        ),
+        (
             "grad_variance_generator",
             "evaluations",
             "generator's estimate: E||d - mean d||^2",
@@ -484,8 +542,9 @@ def plot(runs, methods, path):
     x_labels = {
         "evaluations": "minibatch gradient evaluations",
         "train_seconds": "training seconds (1 CPU thread, measurements excluded)",
+        "iteration": "iterations, whatever they cost",
     }
-    figure, axes = plt.subplots(2, 3, figsize=(16, 9))
+    figure, axes = plt.subplots(2, 4, figsize=(21, 9))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for (key, x_key, title, log_scale), axis in zip(panels, axes.flat):
         for color, method in zip(colors, methods):
@@ -504,8 +563,16 @@ def plot(runs, methods, path):
             length = min(len(x) for x, _ in curves)
             x = np.mean([x[:length] for x, _ in curves], axis=0)
             y = np.array([y[:length] for _, y in curves])
-            y = np.exp(np.mean(np.log(y), axis=0)) if log_scale else y.mean(axis=0)
+            if log_scale:
+                # A measurement taken at a snapshot has zero variance: it is
+                # drawn on its seed's thin line and left out of the mean.
+                y = np.exp(np.nanmean(np.log(np.where(y > 0, y, np.nan)), axis=0))
+            else:
+                y = y.mean(axis=0)
             axis.plot(x, y, color=color, linewidth=2, label=METHODS[method]["label"])
+        if x_key == "iteration" and runs:
+            # Where every method still has a curve; the cheap ones go on.
+            axis.set_xlim(0, 2 * min(r["iterations"] for r in runs))
         axis.set_xlabel(x_labels[x_key])
         axis.set_title(title, fontsize=10)
         if log_scale:
@@ -623,6 +690,7 @@ def replot(out):
     result = json.loads(out.with_suffix(".json").read_text())
     methods = list(result["config"]["methods"])
     result["summary"] = summarize(result["runs"], methods)
+    result["equal_iterations"] = equal_iterations(result["runs"], methods)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     plot(result["runs"], methods, out.with_suffix(".png"))
 
@@ -653,6 +721,37 @@ def table(out):
         cells.append(f"{seconds['mean']:.0f}" if seconds else "-")
         lines.append(f"| {summary['label']} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
+    equal = result.get("equal_iterations")
+    if equal:
+        print(_equal_iterations_table(equal, result["summary"]))
+
+
+def _equal_iterations_table(equal, summary):
+    """Each method at the same iterations: evaluations spent, IS and FID."""
+    at = equal["iterations"]
+    names = [n for n in ("common", "shortest") if at.get(n)]
+    if len(names) == 2 and at["common"] == at["shortest"]:
+        names = ["common"]
+    header = "| method |"
+    for name in names:
+        header += (
+            f" evaluations at {at[name]:.0f} iterations | IS current | FID current |"
+        )
+    lines = ["", header, "|---" * (1 + 3 * len(names)) + "|"]
+    for method, row in equal["methods"].items():
+        cells = []
+        for name in names:
+            values = row.get(name, {})
+            score, fid = (
+                values.get("is_current_paper"),
+                values.get("fid_current_project"),
+            )
+            spent = values.get("evaluations")
+            cells.append(f"{spent['mean']:,.0f}" if spent else "-")
+            cells.append(f"{score['mean']:.2f} ± {score['std']:.2f}" if score else "-")
+            cells.append(f"{fid['mean']:.1f}" if fid else "-")
+        lines.append(f"| {summary[method]['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _config(args, finite_sum):
@@ -693,6 +792,7 @@ def _write(out, config, runs, methods, started):
         "config": config,
         "total_seconds": round(time.time() - started, 1),
         "summary": summarize(runs, methods),
+        "equal_iterations": equal_iterations(runs, methods),
         "runs": runs,
     }
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
