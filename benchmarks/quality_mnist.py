@@ -186,15 +186,20 @@ class TrainingClock(keras.callbacks.Callback):
 class AlphaTrace(keras.callbacks.Callback):
     """alpha-SVRE's coefficient along a run (issue 21: why it helps or not).
 
-    Every `every` iterations, the median over each player's tensors of the
-    alpha the next iteration will use, with the iterations since the last
-    snapshot (`lag`). Only for optimizers with `vr_coefficient="optimal"`.
+    Every `every` iterations, the alpha the next iteration will use, with
+    the iterations since the last snapshot (`lag`): per player, the median
+    over its tensors (`alpha_<player>`), the mean weighted by the tensors'
+    sizes (`alpha_<player>_weighted`: what most parameters get; the median
+    counts a BatchNorm vector of 16 like a kernel of 73,728) and each
+    tensor's (`alphas_<player>`, in the order of `tensors`). Only for
+    optimizers with `vr_coefficient="optimal"`.
     """
 
     def __init__(self, every: int = 5):
         super().__init__()
         self.every = every
         self.records = []
+        self.tensors = {}
         self._snapshots, self._snapshot_iteration = None, 0
 
     def on_train_batch_end(self, batch, logs=None):
@@ -209,11 +214,19 @@ class AlphaTrace(keras.callbacks.Callback):
             if not optimizer.estimates_coefficient:
                 continue
             for player, variables in self.model.players().items():
-                alphas = optimizer.vr_coefficients(variables)
-                record[f"alpha_{player}"] = round(
-                    float(np.median([keras.ops.convert_to_numpy(a) for a in alphas])),
-                    4,
+                alphas = np.array(
+                    [
+                        float(keras.ops.convert_to_numpy(a))
+                        for a in optimizer.vr_coefficients(variables)
+                    ]
                 )
+                sizes = np.array([float(np.prod(v.shape)) for v in variables])
+                self.tensors[player] = [v.path for v in variables]
+                record[f"alpha_{player}"] = round(float(np.median(alphas)), 4)
+                record[f"alpha_{player}_weighted"] = round(
+                    float(np.sum(alphas * sizes) / np.sum(sizes)), 4
+                )
+                record[f"alphas_{player}"] = [round(a, 4) for a in alphas.tolist()]
         if len(record) > 2:
             self.records.append(record)
 
@@ -373,7 +386,11 @@ def train_one(method, seed, args, classifiers):
         "seconds": round(seconds, 1),
         "train_seconds": round(clock.seconds, 1),
         "curve": curve,
-        **({"alpha_trace": alpha_trace} if alpha_trace else {}),
+        **(
+            {"alpha_trace": alpha_trace, "alpha_tensors": alphas.tensors}
+            if alpha_trace
+            else {}
+        ),
     }
 
 
