@@ -438,7 +438,9 @@ def summarize(runs, methods):
     return summary
 
 
-def equal_iterations(runs, methods, keys=("is_current_paper", "fid_current_project")):
+def equal_iterations(
+    runs, methods, keys=("is_current_paper", "fid_current_project"), reference="se-a"
+):
     """Each method at the same number of iterations, whatever it cost.
 
     The budget compares the methods at equal evaluations, and an SVRE
@@ -448,7 +450,9 @@ def equal_iterations(runs, methods, keys=("is_current_paper", "fid_current_proje
     - `common`: the last iteration at which every run was measured (the
       schedules are multiples of each other), exact values;
     - `shortest`: the fewest iterations any run reached, each run's curve
-      interpolated linearly between its two neighbouring measurements.
+      interpolated linearly between its two neighbouring measurements;
+
+    and, when `reference` ran, `break_even` (see there).
     """
     measured = [
         {p["iteration"] for p in r["curve"] if p["iteration"] > 0} for r in runs
@@ -472,7 +476,67 @@ def equal_iterations(runs, methods, keys=("is_current_paper", "fid_current_proje
                 for key in ("evaluations", *keys)
             }
         result["methods"][method] = row
+    if reference in methods:
+        result["break_even"] = break_even(runs, methods, reference)
     return result
+
+
+def break_even(runs, methods, reference, key="is_current_paper"):
+    """What one iteration of each method is worth in `reference`'s evaluations.
+
+    For each method, the reference's iterations to first reach the method's
+    final mean score (its mean curve over seeds, interpolated linearly), in
+    evaluations, divided by the method's own iterations: the most an
+    iteration of that method could cost and still be level with the
+    reference at equal evaluations. Beside it, what the iteration cost.
+    `None` where the reference never reached the score.
+    """
+    mine = [r for r in runs if r["method"] == reference]
+    steps = sorted(
+        set.intersection(
+            *({p["iteration"] for p in r["curve"] if p["iteration"] > 0} for r in mine)
+        )
+    )
+    curve = [
+        (
+            step,
+            np.mean([_at_iteration(r["curve"], key, step) for r in mine]),
+            np.mean([_at_iteration(r["curve"], "evaluations", step) for r in mine]),
+        )
+        for step in steps
+    ]
+    result = {}
+    for method in methods:
+        theirs = [r for r in runs if r["method"] == method]
+        if method == reference or not theirs:
+            continue
+        target = float(np.mean([_last(r["curve"], key) for r in theirs]))
+        iterations = float(np.mean([r["iterations"] for r in theirs]))
+        evaluations = float(np.mean([r["evaluations"] for r in theirs]))
+        spent = _first_reach(curve, target)
+        result[method] = {
+            key: target,
+            "iterations": iterations,
+            "evaluations_per_iteration": evaluations / iterations,
+            "reference_evaluations": spent,
+            "break_even_evaluations_per_iteration": (
+                None if spent is None else spent / iterations
+            ),
+        }
+    return result
+
+
+def _first_reach(curve, target):
+    """The evaluations at which `(iteration, score, evaluations)` first reach `target`."""
+    previous = None
+    for step in curve:
+        if step[1] >= target:
+            if previous is None:
+                return float(step[2])
+            share = (target - previous[1]) / (step[1] - previous[1])
+            return float(previous[2] + share * (step[2] - previous[2]))
+        previous = step
+    return None
 
 
 def _at_iteration(curve, key, iteration):
@@ -741,6 +805,30 @@ def table(out):
     equal = result.get("equal_iterations")
     if equal:
         print(_equal_iterations_table(equal, result["summary"]))
+    if equal and equal.get("break_even"):
+        print(_break_even_table(equal["break_even"], result["summary"]))
+
+
+def _break_even_table(rows, summary):
+    """What an iteration cost, and what it could cost to be level with SE-A."""
+    lines = [
+        "",
+        "| method | final IS current | iterations | evaluations per iteration "
+        "| SE-A's evaluations to that IS | break-even evaluations per iteration |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method, row in rows.items():
+        spent, worth = (
+            row["reference_evaluations"],
+            row["break_even_evaluations_per_iteration"],
+        )
+        lines.append(
+            f"| {summary[method]['label']} | {row['is_current_paper']:.2f} "
+            f"| {row['iterations']:,.0f} | {row['evaluations_per_iteration']:.2f} "
+            f"| {'not reached' if spent is None else f'{spent:,.0f}'} "
+            f"| {'-' if worth is None else f'{worth:.2f}'} |"
+        )
+    return "\n".join(lines)
 
 
 def _equal_iterations_table(equal, summary):
