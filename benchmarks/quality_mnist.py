@@ -231,6 +231,96 @@ class AlphaTrace(keras.callbacks.Callback):
             self.records.append(record)
 
 
+class CorrectionNoise(keras.callbacks.Callback):
+    """What the correction does to the noise, along a variance-reduced run.
+
+    Every `every` iterations, at the current point w (nothing is updated), on
+    `num_batches` minibatches of its own pipeline: per player, the variance
+    across minibatches (E||x_m - mean x||^2, all the player's tensors) of
+
+    - the plain estimate F_m(w) (`variance_plain_<player>`);
+    - SVRE's, F_m(w) - F_m(w_S) + mu_S, over the plain one
+      (`ratio_svre_<player>`);
+    - the one the optimizer uses now (its alpha, `"optimal"` or not), over
+      the plain one (`ratio_used_<player>`);
+    - the in-sample oracle's, F_m(w) - alpha* (F_m(w_S) - mu_S) with alpha*
+      = Cov / Var per tensor on these minibatches, the least any per-tensor
+      alpha reaches on them (`ratio_oracle_<player>`), and alpha* itself,
+      weighted by the tensors' sizes (`alpha_star_<player>`);
+
+    with the iterations since the snapshot (`lag`). The variance study
+    (`benchmarks/variance_mnist.py`) measures the same on a fixed snapshot
+    schedule; this measures it on the compared runs themselves. The
+    measurement's evaluations are not counted in the budget.
+    """
+
+    def __init__(self, dataset, every: int, num_batches: int = 10):
+        super().__init__()
+        self.dataset, self.every, self.num_batches = dataset, every, num_batches
+        self.records = []
+        self._iterator, self._pair = None, None
+        self._snapshots, self._snapshot_iteration = None, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        iteration = int(self.model.iterations)
+        snapshots = int(self.model.snapshots_taken)
+        if snapshots != self._snapshots:
+            self._snapshots, self._snapshot_iteration = snapshots, iteration
+        if iteration % self.every == 0:
+            record = {
+                "iteration": iteration,
+                "lag": iteration - self._snapshot_iteration,
+            }
+            record.update(self.measure())
+            self.records.append(record)
+
+    def measure(self):
+        model = self.model
+        if self._iterator is None:
+            self._iterator = iter(self.dataset.repeat())
+
+            @tf.function
+            def pair(data):
+                current, _ = model.field(data, model.current_point())
+                at_snapshot, _ = model.field(data, model.snapshot_point())
+                used = model.variance_reduced_direction(current, at_snapshot)
+                return [model.by_player(x) for x in (current, at_snapshot, used)]
+
+            self._pair = pair
+        samples = [self._pair(next(self._iterator)) for _ in range(self.num_batches)]
+        values = {}
+        for player in model.players():
+            plain, svre, used, oracle, alpha_star, sizes = 0.0, 0.0, 0.0, 0.0, [], []
+            for k in range(len(samples[0][0][player])):
+                a, b, d = (
+                    np.stack(
+                        [
+                            np.asarray(s[part][player][k], np.float64).ravel()
+                            for s in samples
+                        ]
+                    )
+                    for part in range(3)
+                )
+                a, b, d = a - a.mean(0), b - b.mean(0), d - d.mean(0)
+                var_a, var_b = np.mean(np.sum(a * a, 1)), np.mean(np.sum(b * b, 1))
+                cov = np.mean(np.sum(a * b, 1))
+                plain += var_a
+                svre += var_a - 2 * cov + var_b
+                used += np.mean(np.sum(d * d, 1))
+                oracle += var_a - (cov * cov / var_b if var_b > 0 else 0.0)
+                alpha_star.append(cov / var_b if var_b > 0 else 1.0)
+                sizes.append(a.shape[1])
+            values[f"variance_plain_{player}"] = float(plain)
+            if plain > 0:
+                values[f"ratio_svre_{player}"] = float(svre / plain)
+                values[f"ratio_used_{player}"] = float(used / plain)
+                values[f"ratio_oracle_{player}"] = float(oracle / plain)
+            values[f"alpha_star_{player}"] = float(
+                np.average(alpha_star, weights=sizes)
+            )
+        return values
+
+
 def load_data(args, seed):
     return data.load(
         batch_size=args.batch_size,
@@ -297,7 +387,7 @@ def train_one(method, seed, args, classifiers):
     pass_cost = finite_sum.num_examples / finite_sum.batch_size
     spent, iterations_before, snapshots_before = 0.0, 0, 0
     clock = TrainingClock()
-    curve, details, alpha_trace = [], [], []
+    curve, details, alpha_trace, correction_noise = [], [], [], []
     start = time.time()
     for index, (name, settings, until) in enumerate(phases(method, args)):
         if spent >= until:
@@ -329,6 +419,12 @@ def train_one(method, seed, args, classifiers):
         clock.at = {}
         alphas = AlphaTrace()
         callbacks = [StopAtBudget(count, until), clock, variance, evaluation, alphas]
+        if args.correction_noise_every and gan.variance_reduced:
+            # A pipeline of its own, made after the run's (see above).
+            noise = CorrectionNoise(
+                load_data(args, seed + 20_000).train, args.correction_noise_every
+            )
+            callbacks.append(noise)
         fit_kwargs = {}
         if gan.variance_reduced:
             fit_kwargs["snapshot_data"] = finite_sum.snapshot
@@ -363,6 +459,10 @@ def train_one(method, seed, args, classifiers):
             for record in alphas.records:
                 record["iteration"] += iterations_before
             alpha_trace.extend(alphas.records)
+        if args.correction_noise_every and gan.variance_reduced:
+            for record in noise.records:
+                record["iteration"] += iterations_before
+            correction_noise.extend(noise.records)
         details.append(
             {
                 "method": name,
@@ -391,6 +491,7 @@ def train_one(method, seed, args, classifiers):
             if alpha_trace
             else {}
         ),
+        **({"correction_noise": correction_noise} if correction_noise else {}),
     }
 
 
@@ -720,6 +821,14 @@ def _parser():
         choices=keras_svre.gan.LATENT_SCHEDULES,
         help="when the latents are drawn anew (auto: per snapshot for SVRE, per "
         "epoch otherwise)",
+    )
+    parser.add_argument(
+        "--correction-noise-every",
+        type=int,
+        default=0,
+        help="variance-reduced runs: measure what the correction does to the "
+        "estimate's variance every this many iterations (0: never; see "
+        "CorrectionNoise)",
     )
     parser.add_argument(
         "--threads",
