@@ -658,6 +658,48 @@ def _stats(values):
     }
 
 
+LAG_BINS = (0, 5, 10, 20, 50, 100, 200)
+NOISE_KEYS = ("ratio_svre", "ratio_used", "ratio_oracle", "alpha_star")
+
+
+def noise_by_lag(runs, methods):
+    """`CorrectionNoise`'s measurements, median per lag bin, over all seeds.
+
+    Per method and player, for each bin of iterations since the snapshot
+    (`LAG_BINS`: [0, 5), [5, 10), ..., [200, ...)), the median of each
+    ratio and of alpha*, with the number of measurements. None without
+    measurements.
+    """
+    result = {}
+    for method in methods:
+        records = [
+            x
+            for r in runs
+            if r["method"] == method
+            for x in r.get("correction_noise", [])
+        ]
+        if not records:
+            continue
+        per_player = {}
+        for player in ("generator", "discriminator"):
+            rows = []
+            for low, high in zip(LAG_BINS, (*LAG_BINS[1:], None)):
+                inside = [
+                    x
+                    for x in records
+                    if x["lag"] >= low and (high is None or x["lag"] < high)
+                ]
+                row = {"lags": [low, high], "count": len(inside)}
+                for key in NOISE_KEYS:
+                    values = [x.get(f"{key}_{player}") for x in inside]
+                    values = [v for v in values if v is not None and math.isfinite(v)]
+                    row[key] = float(np.median(values)) if values else None
+                rows.append(row)
+            per_player[player] = rows
+        result[method] = per_player
+    return result or None
+
+
 def _spread(values):
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
@@ -761,6 +803,58 @@ def plot(runs, methods, path):
             axis.set_yscale("log")
         axis.grid(alpha=0.3)
     axes.flat[0].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_noise(runs, methods, path):
+    """`CorrectionNoise`'s ratios against the lag: one panel per player."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = (("ratio_svre", "o", "alpha = 1"), ("ratio_used", "x", "as trained"))
+    for axis, player in zip(axes, ("generator", "discriminator")):
+        for color, method in zip(colors, methods):
+            records = [
+                x
+                for r in runs
+                if r["method"] == method
+                for x in r.get("correction_noise", [])
+            ]
+            for key, marker, name in styles:
+                points = [
+                    (x["lag"] + 1, x[f"{key}_{player}"])
+                    for x in records
+                    if x.get(f"{key}_{player}") is not None
+                ]
+                if key == "ratio_used" and all(
+                    x.get(f"ratio_used_{player}") == x.get(f"ratio_svre_{player}")
+                    for x in records
+                ):
+                    continue  # trained with alpha = 1: the same points
+                if points:
+                    x, y = zip(*points)
+                    axis.scatter(
+                        x,
+                        y,
+                        s=10,
+                        marker=marker,
+                        color=color,
+                        alpha=0.5,
+                        label=f"{METHODS[method]['label']}: {name}",
+                    )
+        axis.axhline(1.0, color="black", linewidth=0.8)
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("iterations since the snapshot + 1")
+        axis.set_title(f"{player}: Var[estimate] / Var[plain F_i(w)]", fontsize=10)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -881,8 +975,11 @@ def replot(out):
     methods = list(result["config"]["methods"])
     result["summary"] = summarize(result["runs"], methods)
     result["equal_iterations"] = equal_iterations(result["runs"], methods)
+    result["noise_by_lag"] = noise_by_lag(result["runs"], methods)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     plot(result["runs"], methods, out.with_suffix(".png"))
+    if result["noise_by_lag"]:
+        plot_noise(result["runs"], methods, out.with_name(out.name + "_noise.png"))
 
 
 def table(out):
@@ -916,6 +1013,38 @@ def table(out):
         print(_equal_iterations_table(equal, result["summary"]))
     if equal and equal.get("break_even"):
         print(_break_even_table(equal["break_even"], result["summary"]))
+    if result.get("noise_by_lag"):
+        print(_noise_table(result["noise_by_lag"], result["summary"]))
+
+
+def _noise_table(noise, summary):
+    """Var[estimate] / Var[plain] and alpha* against the lag, median per bin."""
+    lines = []
+    for method, players in noise.items():
+        for player, rows in players.items():
+            bins = [
+                f"{low}-{high - 1}" if high else f"{low}+"
+                for low, high in (r["lags"] for r in rows)
+            ]
+            lines += [
+                "",
+                f"**{summary[method]['label']}, {player}** (measurements per bin: "
+                + ", ".join(str(r["count"]) for r in rows)
+                + ")",
+                "",
+                "| iterations since the snapshot | " + " | ".join(bins) + " |",
+                "|---" * (len(bins) + 1) + "|",
+            ]
+            names = {
+                "ratio_svre": "SVRE (alpha = 1) / plain",
+                "ratio_used": "as trained / plain",
+                "ratio_oracle": "oracle alpha* / plain",
+                "alpha_star": "alpha* (size-weighted)",
+            }
+            for key, name in names.items():
+                cells = ["-" if r[key] is None else f"{r[key]:.2f}" for r in rows]
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _break_even_table(rows, summary):
@@ -1007,10 +1136,13 @@ def _write(out, config, runs, methods, started):
         "total_seconds": round(time.time() - started, 1),
         "summary": summarize(runs, methods),
         "equal_iterations": equal_iterations(runs, methods),
+        "noise_by_lag": noise_by_lag(runs, methods),
         "runs": runs,
     }
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     plot(runs, methods, out.with_suffix(".png"))
+    if result["noise_by_lag"]:
+        plot_noise(runs, methods, out.with_name(out.name + "_noise.png"))
     return result
 
 
