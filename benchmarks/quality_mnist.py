@@ -173,7 +173,23 @@ class TrainingClock(keras.callbacks.Callback):
         self.at[self.model.iterations] = self.seconds
 
 
-class AlphaTrace(keras.callbacks.Callback):
+class _SnapshotLag(keras.callbacks.Callback):
+    """Tracks the iterations since the last snapshot, for the traces below."""
+
+    def __init__(self):
+        super().__init__()
+        self._snapshots, self._snapshot_iteration = None, 0
+
+    def _iteration_and_lag(self):
+        """`(iteration, lag)` after the batch that just ended."""
+        iteration = int(self.model.iterations)
+        snapshots = int(self.model.snapshots_taken)
+        if snapshots != self._snapshots:
+            self._snapshots, self._snapshot_iteration = snapshots, iteration
+        return iteration, iteration - self._snapshot_iteration
+
+
+class AlphaTrace(_SnapshotLag):
     """alpha-SVRE's coefficient along a run (issue 21: why it helps or not).
 
     Every `every` iterations, the alpha the next iteration will use, with
@@ -190,16 +206,12 @@ class AlphaTrace(keras.callbacks.Callback):
         self.every = every
         self.records = []
         self.tensors = {}
-        self._snapshots, self._snapshot_iteration = None, 0
 
     def on_train_batch_end(self, batch, logs=None):
-        iteration = int(self.model.iterations)
-        snapshots = int(self.model.snapshots_taken)
-        if snapshots != self._snapshots:
-            self._snapshots, self._snapshot_iteration = snapshots, iteration
+        iteration, lag = self._iteration_and_lag()
         if iteration % self.every:
             return
-        record = {"iteration": iteration, "lag": iteration - self._snapshot_iteration}
+        record = {"iteration": iteration, "lag": lag}
         for optimizer in self.model.svre_optimizers:
             if not optimizer.estimates_coefficient:
                 continue
@@ -221,7 +233,7 @@ class AlphaTrace(keras.callbacks.Callback):
             self.records.append(record)
 
 
-class CorrectionNoise(keras.callbacks.Callback):
+class CorrectionNoise(_SnapshotLag):
     """What the correction does to the noise, along a variance-reduced run.
 
     Every `every` iterations, at the current point w (nothing is updated), on
@@ -249,18 +261,11 @@ class CorrectionNoise(keras.callbacks.Callback):
         self.dataset, self.every, self.num_batches = dataset, every, num_batches
         self.records = []
         self._iterator, self._pair = None, None
-        self._snapshots, self._snapshot_iteration = None, 0
 
     def on_train_batch_end(self, batch, logs=None):
-        iteration = int(self.model.iterations)
-        snapshots = int(self.model.snapshots_taken)
-        if snapshots != self._snapshots:
-            self._snapshots, self._snapshot_iteration = snapshots, iteration
+        iteration, lag = self._iteration_and_lag()
         if iteration % self.every == 0:
-            record = {
-                "iteration": iteration,
-                "lag": iteration - self._snapshot_iteration,
-            }
+            record = {"iteration": iteration, "lag": lag}
             record.update(self.measure())
             self.records.append(record)
 

@@ -184,8 +184,12 @@ def _at_iteration(curve, key, iteration):
     return float(np.interp(iteration, x, y))
 
 
+def _finite(values):
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
 def _stats(values):
-    values = [v for v in values if v is not None and math.isfinite(v)]
+    values = _finite(values)
     if not values:
         return None
     return {
@@ -231,7 +235,7 @@ def noise_by_lag(runs, methods):
                 row = {"lags": [low, high], "count": len(inside)}
                 for key in NOISE_KEYS:
                     values = [x.get(f"{key}_{player}") for x in inside]
-                    values = [v for v in values if v is not None and math.isfinite(v)]
+                    values = _finite(values)
                     row[key] = float(np.median(values)) if values else None
                 rows.append(row)
             per_player[player] = rows
@@ -240,7 +244,7 @@ def noise_by_lag(runs, methods):
 
 
 def _spread(values):
-    values = [v for v in values if v is not None and math.isfinite(v)]
+    values = _finite(values)
     if not values:
         return None
     return {
