@@ -199,7 +199,9 @@ def _stats(values):
     }
 
 
-LAG_BINS = (0, 5, 10, 20, 50, 100, 200)
+# Lag 0 (the snapshot's own iteration, where SVRE's estimate is exact) is
+# left out.
+LAG_BINS = (1, 5, 10, 20, 50, 100, 200)
 
 
 NOISE_KEYS = ("ratio_svre", "ratio_used", "ratio_oracle", "alpha_star")
@@ -209,7 +211,7 @@ def noise_by_lag(runs, methods):
     """`CorrectionNoise`'s measurements, median per lag bin, over all seeds.
 
     Per method and player, for each bin of iterations since the snapshot
-    (`LAG_BINS`: [0, 5), [5, 10), ..., [200, ...)), the median of each
+    (`LAG_BINS`: [1, 5), [5, 10), ..., [200, ...)), the median of each
     ratio and of alpha*, with the number of measurements. None without
     measurements.
     """
@@ -352,15 +354,21 @@ def plot(runs, methods, labels, path):
 
 
 def plot_noise(runs, methods, labels, path):
-    """`CorrectionNoise`'s ratios against the lag: one panel per player."""
+    """`CorrectionNoise`'s ratios against the lag: one panel per player.
+
+    Faint points: every measurement after the snapshot's own iteration
+    (where the variance-reduced estimate is exact: ratio 0). Lines: the
+    medians per lag bin (`noise_by_lag`) with alpha = 1 (solid), as trained
+    (dashed, for methods whose alpha is not 1) and the oracle's (dotted).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    binned = noise_by_lag(runs, methods)
     figure, axes = plt.subplots(1, 2, figsize=(14, 5.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    styles = (("ratio_svre", "o", "alpha = 1"), ("ratio_used", "x", "as trained"))
     for axis, player in zip(axes, ("generator", "discriminator")):
         for color, method in zip(colors, methods):
             records = [
@@ -368,36 +376,50 @@ def plot_noise(runs, methods, labels, path):
                 for r in runs
                 if r["method"] == method
                 for x in r.get("correction_noise", [])
+                if x["lag"] > 0
             ]
-            for key, marker, name in styles:
-                points = [
-                    (x["lag"] + 1, x[f"{key}_{player}"])
-                    for x in records
-                    if x.get(f"{key}_{player}") is not None
+            if not records:
+                continue
+            trained_differs = any(
+                not np.isclose(x[f"ratio_used_{player}"], x[f"ratio_svre_{player}"])
+                for x in records
+            )
+            lines = [("ratio_svre", "-", "alpha = 1")]
+            if trained_differs:
+                lines.append(("ratio_used", "--", "as trained"))
+            lines.append(("ratio_oracle", ":", "oracle alpha*"))
+            for key, style, name in lines:
+                axis.scatter(
+                    [x["lag"] for x in records],
+                    [x[f"{key}_{player}"] for x in records],
+                    s=4,
+                    color=color,
+                    alpha=0.12,
+                )
+                rows = [r for r in binned[method][player] if r[key] is not None]
+                centres = [
+                    np.sqrt(max(low, 1) * (high or 2 * low))
+                    for low, high in (r["lags"] for r in rows)
                 ]
-                if key == "ratio_used" and all(
-                    x.get(f"ratio_used_{player}") == x.get(f"ratio_svre_{player}")
-                    for x in records
-                ):
-                    continue  # trained with alpha = 1: the same points
-                if points:
-                    x, y = zip(*points)
-                    axis.scatter(
-                        x,
-                        y,
-                        s=10,
-                        marker=marker,
-                        color=color,
-                        alpha=0.5,
-                        label=f"{labels[method]}: {name}",
-                    )
+                axis.plot(
+                    centres,
+                    [r[key] for r in rows],
+                    style,
+                    color=color,
+                    marker="o",
+                    markersize=3,
+                    label=f"{labels[method]}: {name}",
+                )
         axis.axhline(1.0, color="black", linewidth=0.8)
         axis.set_xscale("log")
         axis.set_yscale("log")
-        axis.set_xlabel("iterations since the snapshot + 1")
-        axis.set_title(f"{player}: Var[estimate] / Var[plain F_i(w)]", fontsize=10)
+        axis.set_xlabel("iterations since the snapshot")
+        axis.set_title(
+            f"{player}: Var[estimate] / Var[plain F_i(w)] (lines: medians per bin)",
+            fontsize=10,
+        )
         axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
