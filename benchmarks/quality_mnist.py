@@ -413,13 +413,15 @@ def train_one(method, seed, args, classifiers):
         variance = GradientVariance(probe, every, num_batches=10)
         clock.at = {}
         alphas = AlphaTrace()
-        callbacks = [StopAtBudget(count, until), clock, variance, evaluation, alphas]
+        traces = [(alphas, alpha_trace)]
         if args.correction_noise_every and gan.variance_reduced:
             # A pipeline of its own, made after the run's (see above).
             noise = CorrectionNoise(
                 load_data(args, seed + 20_000).train, args.correction_noise_every
             )
-            callbacks.append(noise)
+            traces.append((noise, correction_noise))
+        callbacks = [StopAtBudget(count, until), clock, variance, evaluation]
+        callbacks += [trace for trace, _ in traces]
         fit_kwargs = {}
         if gan.variance_reduced:
             fit_kwargs["snapshot_data"] = finite_sum.snapshot
@@ -450,14 +452,10 @@ def train_one(method, seed, args, classifiers):
             curve.append(point)
         phase_iterations = gan.iterations
         phase_snapshots = gan.snapshots_taken
-        if alphas.records:
-            for record in alphas.records:
+        for trace, kept in traces:
+            for record in trace.records:
                 record["iteration"] += iterations_before
-            alpha_trace.extend(alphas.records)
-        if args.correction_noise_every and gan.variance_reduced:
-            for record in noise.records:
-                record["iteration"] += iterations_before
-            correction_noise.extend(noise.records)
+            kept.extend(trace.records)
         details.append(
             {
                 "method": name,

@@ -92,13 +92,10 @@ def equal_iterations(
 
     and, when `reference` ran, `break_even` (see there).
     """
-    measured = [
-        {p["iteration"] for p in r["curve"] if p["iteration"] > 0} for r in runs
-    ]
-    common = set.intersection(*measured) if measured else set()
+    common = _common_iterations(runs)
     points = {"shortest": min((r["iterations"] for r in runs), default=None)}
     if common:
-        points["common"] = max(common)
+        points["common"] = common[-1]
     result = {"iterations": points, "methods": {}}
     for method in methods:
         mine = [r for r in runs if r["method"] == method]
@@ -130,11 +127,7 @@ def break_even(runs, methods, reference, key="is_current_paper"):
     `None` where the reference never reached the score.
     """
     mine = [r for r in runs if r["method"] == reference]
-    steps = sorted(
-        set.intersection(
-            *({p["iteration"] for p in r["curve"] if p["iteration"] > 0} for r in mine)
-        )
-    )
+    steps = _common_iterations(mine)
     curve = [
         (
             step,
@@ -162,6 +155,14 @@ def break_even(runs, methods, reference, key="is_current_paper"):
             ),
         }
     return result
+
+
+def _common_iterations(runs):
+    """The iterations (after the start) at which every run was measured, sorted."""
+    measured = [
+        {p["iteration"] for p in r["curve"] if p["iteration"] > 0} for r in runs
+    ]
+    return sorted(set.intersection(*measured)) if measured else []
 
 
 def _first_reach(curve, target):
@@ -236,8 +237,7 @@ def noise_by_lag(runs, methods):
                 ]
                 row = {"lags": [low, high], "count": len(inside)}
                 for key in NOISE_KEYS:
-                    values = [x.get(f"{key}_{player}") for x in inside]
-                    values = _finite(values)
+                    values = _finite([x.get(f"{key}_{player}") for x in inside])
                     row[key] = float(np.median(values)) if values else None
                 rows.append(row)
             per_player[player] = rows
@@ -353,20 +353,20 @@ def plot(runs, methods, labels, path):
     plt.close(figure)
 
 
-def plot_noise(runs, methods, labels, path):
+def plot_noise(runs, methods, labels, binned, path):
     """`CorrectionNoise`'s ratios against the lag: one panel per player.
 
     Faint points: every measurement after the snapshot's own iteration
     (where the variance-reduced estimate is exact: ratio 0). Lines: the
     medians per lag bin (`noise_by_lag`) with alpha = 1 (solid), as trained
-    (dashed, for methods whose alpha is not 1) and the oracle's (dotted).
+    (dashed, for methods whose alpha is not 1) and the oracle's (dotted);
+    `binned` is `noise_by_lag(runs, methods)`.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    binned = noise_by_lag(runs, methods)
     figure, axes = plt.subplots(1, 2, figsize=(14, 5.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for axis, player in zip(axes, ("generator", "discriminator")):
@@ -451,8 +451,11 @@ def analyse(runs, methods, labels):
 def draw(runs, methods, labels, out):
     """`<out>.png`, and `<out>_noise.png` where the runs measured the noise."""
     plot(runs, methods, labels, out.with_suffix(".png"))
-    if noise_by_lag(runs, methods):
-        plot_noise(runs, methods, labels, out.with_name(out.name + "_noise.png"))
+    binned = noise_by_lag(runs, methods)
+    if binned:
+        plot_noise(
+            runs, methods, labels, binned, out.with_name(out.name + "_noise.png")
+        )
 
 
 def replot(out, labels):
